@@ -188,3 +188,36 @@ def as_number(x, what: str) -> float:
         return float(x)
     except (TypeError, ValueError, RuntimeError):
         raise AssertionError(f"{what} should return one number (a float); got {type(x).__name__}") from None
+
+
+# ---------------------------------------------------------------- visible checks vs known-wrong variants
+def visible_catch(chapter: str) -> dict[str, tuple[int, int, list[str]]]:
+    """Exercise -> (variants a visible check rejects, variants, names of those it lets through).
+
+    A learner whose visible checks all pass should not lose points, so the visible checks (which hold no
+    reference solutions) should reject most known-wrong variants on the spec's rules alone."""
+    import contextlib
+    import importlib
+    import io
+
+    from micourse.checks import core
+
+    core._load_all()
+    wrong = importlib.import_module(f"tests.ch{chapter}.wrong").WRONG
+    out = {}
+    for name, variants in wrong.items():
+        missed = []
+        for variant in variants:
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    core.check(name, variant)
+                missed.append(variant.__name__)
+            except (core.CheckFailed, Exception):  # any failure is what the learner sees as [x]
+                pass
+        out[name] = (len(variants) - len(missed), len(variants), missed)
+    return out
+
+
+def visible_catch_rate(chapter: str) -> tuple[int, int]:
+    rows = visible_catch(chapter).values()
+    return sum(r[0] for r in rows), sum(r[1] for r in rows)
