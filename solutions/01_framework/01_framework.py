@@ -87,7 +87,7 @@ logits_tl, cache = model.run_with_cache(rep_tokens)
 # - Say what each weight matrix of an attention-only transformer does, with its shape.
 # - Implement embedding, LayerNorm, per-head queries/keys/values, causal attention, and the residual stream.
 # - Check an implementation against TransformerLens's activations (`run_with_cache`) and logits.
-# - Compute the next-token loss, and see it collapse on the repeated half of a sequence.
+# - Compute the next-token loss, and see it fall on the repeated half of a sequence.
 #
 # The model computes, for tokens $t_1 \dots t_n$ (paper, section "Transformer Overview"):
 #
@@ -109,8 +109,8 @@ logits_tl, cache = model.run_with_cache(rep_tokens)
 # `[batch, pos, d_model]` with `out[b, p] = W_E[tokens[b, p]]`. It works when it matches
 # `cache["hook_embed"]`.
 #
-# <details><summary>Hint 1</summary>Indexing a tensor with an integer tensor picks rows.</details>
-# <details><summary>Hint 2</summary><code>W_E[tokens]</code> has shape <code>tokens.shape + (d_model,)</code>.</details>
+# <details><summary>Hint 1</summary>Row <code>t</code> of <code>W_E</code> is token <code>t</code>'s vector: you need one row for every entry of <code>tokens</code>, whatever its shape.</details>
+# <details><summary>Hint 2</summary>Indexing a tensor with an integer tensor ("advanced indexing") picks rows and keeps the index's shape (<code>torch.nn.functional.embedding</code> does the same).</details>
 
 # %% nbgrader={"grade": false, "grade_id": "embed", "locked": false, "schema_version": 3, "solution": true}
 def embed(W_E: Float[Tensor, "d_vocab d_model"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
@@ -135,8 +135,8 @@ check(embed)
 # `out[b, p] = W_pos[p]` for every sequence `b`. The token ids only tell you the batch size and length.
 # It works when it matches `cache["hook_pos_embed"]`.
 #
-# <details><summary>Hint 1</summary>Take the first <code>pos</code> rows of <code>W_pos</code>, then repeat them over the batch.</details>
-# <details><summary>Hint 2</summary><code>W_pos[:pos].expand(batch, -1, -1)</code> (or <code>einops.repeat</code>).</details>
+# <details><summary>Hint 1</summary>Which rows of <code>W_pos</code> does a sequence of length <code>pos</code> use? Every sequence of the batch uses the same ones.</details>
+# <details><summary>Hint 2</summary>A slice of <code>W_pos</code>, then a new batch axis: <code>Tensor.expand</code> (or <code>einops.repeat</code>).</details>
 
 # %% nbgrader={"grade": false, "grade_id": "pos_embed", "locked": false, "schema_version": 3, "solution": true}
 def pos_embed(W_pos: Float[Tensor, "n_ctx d_model"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
@@ -195,8 +195,8 @@ check(layer_norm)
 # with `out[b, p, h] = x[b, p] @ W[h] + b[h]`. It works when `project_to_heads(ln1_out, W_Q[0], b_Q[0])`
 # matches `cache["q", 0]` (likewise k and v).
 #
-# <details><summary>Hint 1</summary><code>torch.einsum("bpd,hde->bphe", x, W)</code> does the product for every head at once.</details>
-# <details><summary>Hint 2</summary>Don't forget the bias; it broadcasts over batch and position.</details>
+# <details><summary>Hint 1</summary>Every head has its own <code>W[h]</code>; batch and position just come along. Don't forget the bias: it broadcasts over batch and position.</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code> with one letter per axis (batch, position, d_model, head, d_head), summing over d_model.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "project_to_heads", "locked": false, "schema_version": 3, "solution": true}
 def project_to_heads(x: Float[Tensor, "batch pos d_model"], W: Float[Tensor, "n_heads d_model d_head"],
@@ -225,8 +225,8 @@ check(project_to_heads)
 # large negative number) where `k_pos > q_pos`. It works when the softmax of your scores equals
 # `cache["pattern", 0]`.
 #
-# <details><summary>Hint 1</summary><code>torch.einsum("bqhe,bkhe->bhqk", q, k)</code>, then divide by <code>q.shape[-1] ** 0.5</code>.</details>
-# <details><summary>Hint 2</summary><code>torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)</code> is True exactly above the diagonal (the future); use it with <code>masked_fill</code>. The diagonal itself (a token attending to itself) is allowed.</details>
+# <details><summary>Hint 1</summary>Two steps: the scaled dot product of every query with every key of the same head, then the mask. In a <code>[q_pos, k_pos]</code> table, where are the keys that come after their query?</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code> for the products (summing over d_head); <code>torch.triu</code> (with its <code>diagonal</code> argument) builds a mask of the future and <code>Tensor.masked_fill</code> applies it. The diagonal itself (a token attending to itself) is allowed.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "attention_scores", "locked": false, "schema_version": 3, "solution": true}
 def attention_scores(q: Float[Tensor, "batch pos n_heads d_head"],
@@ -292,7 +292,8 @@ plots.attention_pattern(my_pattern_0[0, 0, :12, :12], model.to_str_tokens(rep_to
 # `[batch, k_pos, n_heads, d_head]`; return `z` of shape `[batch, q_pos, n_heads, d_head]`. It works when it
 # matches `cache["z", 0]`.
 #
-# <details><summary>Hint 1</summary>Sum over the key position, keep the query position: <code>torch.einsum("bhqk,bkhe->bqhe", pattern, v)</code>.</details>
+# <details><summary>Hint 1</summary>Sum over the key position, keep the query position; each head uses its own pattern and its own values.</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code>; note that the head axis sits at a different place in <code>pattern</code>, <code>v</code> and the output.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "attention_z", "locked": false, "schema_version": 3, "solution": true}
 def attention_z(pattern: Float[Tensor, "batch n_heads q_pos k_pos"],
@@ -319,8 +320,8 @@ check(attention_z)
 # return `[batch, pos, n_heads, d_model]` with `out[b, p, h] = z[b, p, h] @ W_O[h]`. It works when the sum
 # over heads plus `b_O` equals `cache["attn_out", 0]`.
 #
-# <details><summary>Hint 1</summary>Careful: <code>z @ W_O</code> broadcasts the wrong axes (it pairs position with head, or fails). Use einsum and name every axis.</details>
-# <details><summary>Hint 2</summary><code>torch.einsum("bphe,hed->bphd", z, W_O)</code>.</details>
+# <details><summary>Hint 1</summary>Careful: <code>z @ W_O</code> broadcasts the wrong axes (it pairs position with head, or fails).</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code>, naming every axis: sum over d_head, keep the head axis.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "head_results", "locked": false, "schema_version": 3, "solution": true}
 def head_results(z: Float[Tensor, "batch pos n_heads d_head"],
@@ -346,8 +347,8 @@ check(head_results)
 # `[batch, pos, d_model]`, the weights are one layer's (`W_Q[layer]` etc.); return the layer output
 # `[batch, pos, d_model]`. Use your functions above. It works when it matches `cache["attn_out", 0]`.
 #
-# <details><summary>Hint 1</summary><code>q = project_to_heads(x, W_Q, b_Q)</code>, likewise <code>k</code> and <code>v</code>; then <code>attention_scores</code>, <code>attention_pattern</code>, <code>attention_z</code>, <code>head_results</code>.</details>
-# <details><summary>Hint 2</summary>Sum the results over the head axis (<code>dim=2</code>), then add <code>b_O</code>.</details>
+# <details><summary>Hint 1</summary>Every piece exists already; the layer only chains them. How do the heads' results combine (paper: "independent and additive")?</details>
+# <details><summary>Hint 2</summary><code>project_to_heads</code> (for q, k and v), <code>attention_scores</code>, <code>attention_pattern</code>, <code>attention_z</code>, <code>head_results</code>; then combine over the head axis and add <code>b_O</code> once.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "attention_layer", "locked": false, "schema_version": 3, "solution": true}
 def attention_layer(x: Float[Tensor, "batch pos d_model"],
@@ -382,8 +383,8 @@ check(attention_layer)
 # ..., `"blocks.{l}.attn.b_O"`, `"ln_final.w"`, `"ln_final.b"`, `"unembed.W_U"`, `"unembed.b_U"`);
 # return logits `[batch, pos, d_vocab]`. It works when it matches `model(tokens)` to about 1e-4.
 #
-# <details><summary>Hint 1</summary><code>resid = embed(...) + pos_embed(...)</code>; then, for each layer, <code>resid = resid + attention_layer(layer_norm(resid, ...), ...)</code>.</details>
-# <details><summary>Hint 2</summary>The residual connection is the <code>resid +</code>: a layer adds to the stream, it does not replace it.</details>
+# <details><summary>Hint 1</summary>Follow the equations at the top of Part 1: the stream starts as the sum of two embeddings; each layer reads a normalised copy of it and <b>adds</b> its output to the stream (it does not replace it).</details>
+# <details><summary>Hint 2</summary><code>embed</code> and <code>pos_embed</code>, a loop over layers of <code>layer_norm</code> then <code>attention_layer</code> (with the layer's <code>ln1</code> and <code>attn</code> weights), then <code>layer_norm</code> with <code>ln_final</code>, <code>W_U</code> and <code>b_U</code>. Pass <code>eps</code> on.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "attn_only_forward", "locked": false, "schema_version": 3, "solution": true}
 def attn_only_forward(tokens: Int[Tensor, "batch pos"], params: dict[str, Tensor], n_layers: int,
@@ -421,8 +422,8 @@ print(f"largest difference from TransformerLens's logits: {(my_logits - logits_t
 # return `[batch, pos - 1]` with the loss of predicting `tokens[:, p + 1]` from `logits[:, p]`. It works
 # when it matches `model(tokens, return_type="loss", loss_per_token=True)`.
 #
-# <details><summary>Hint 1</summary><code>logits.log_softmax(-1)</code>, drop the last position, then <code>gather</code> the log-probability of the next token.</details>
-# <details><summary>Hint 2</summary><code>log_probs[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]</code>, and don't forget the minus sign.</details>
+# <details><summary>Hint 1</summary>Log-probabilities at each position, and from them the one of the <b>next</b> token; the last position has nothing to predict. The loss is minus a log-probability.</details>
+# <details><summary>Hint 2</summary><code>Tensor.log_softmax</code>, slices that shift the targets by one position, and <code>torch.gather</code> along the vocabulary axis.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "per_token_loss", "locked": false, "schema_version": 3, "solution": true}
 def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
@@ -437,15 +438,24 @@ def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tenso
 check(per_token_loss)
 
 # %% [markdown]
-# Your loss on the repeated random tokens, by position (averaged over the batch). You should see a loss around
-# `log(1024) ≈ 6.9` or worse on the first copy, where the tokens are unpredictable, and a far lower loss
-# (under 2 nats) on the second copy: the model has learnt to look back and copy.
+# Your loss on the repeated random tokens, by position (averaged over the batch). Position `p` of the plot is
+# the loss of predicting token `p`: tokens `1 .. n` are the first copy, `n + 1 .. 2n` the second. You should
+# see a loss around `log(1024) ≈ 6.9` or worse on the first copy, where the tokens are unpredictable, and on
+# the second copy a far lower one, under 1 nat on average: the model has learnt to look back and copy.
+#
+# Not every token of the second copy is cheap. Its **first** token (position `n + 1`) cannot be predicted: nothing
+# before it says that the sequence is about to repeat. Its **second** token still costs more than 5 nats, although
+# the model has just seen the token before it and could copy what followed that token last time. From the third
+# token on, the loss is under 0.5 nats on average. Part 2 finds out what goes wrong at the second token (see
+# "Why the second token of the copy is missed").
 
 # %%
 rep_loss = per_token_loss(my_logits, rep_tokens).mean(0)
 text_loss = per_token_loss(attn_only_forward(text_tokens, params, cfg.n_layers, cfg.eps), text_tokens).mean()
 print(f"loss on held-out text: {text_loss:.2f} nats; on random tokens, first copy "
       f"{rep_loss[:N_REP].mean():.2f}, second copy {rep_loss[N_REP + 1:].mean():.2f}")
+print(f"second copy, token by token: 1st {rep_loss[N_REP]:.2f}, 2nd {rep_loss[N_REP + 1]:.2f}, "
+      f"3rd and later {rep_loss[N_REP + 2:].mean():.2f} on average")
 plots.lines(rep_loss, x=torch.arange(1, rep_loss.shape[0] + 1), title="Loss per position on repeated random tokens",
             x_title="position of the predicted token", y_title="loss (nats)")
 
@@ -454,8 +464,10 @@ plots.lines(rep_loss, x=torch.arange(1, rep_loss.shape[0] + 1), title="Loss per 
 # - An attention-only transformer is: embeddings into a residual stream; per layer, LayerNorm then heads
 #   that each add `pattern · (x W_V) W_O` to the stream; a final LayerNorm and the unembedding.
 # - Your implementation reproduces TransformerLens's logits from the weights alone.
-# - On held-out text the model is a weak language model; on a repeated random sequence its loss drops to
-#   almost nothing the second time round. Part 2 finds the heads that do this, from their weights.
+# - On held-out text the model is a weak language model (about 4 nats per token, against 6.9 for a uniform
+#   guess over 1024 tokens). On a repeated random sequence its loss falls from about 7 nats on the first copy
+#   to under 1 on the second, and under 0.5 from the copy's third token on; the first two tokens of the copy
+#   stay expensive. Part 2 finds the heads that do this, from their weights.
 
 # %% [markdown]
 # # Part 2 · Read it
@@ -471,7 +483,9 @@ plots.lines(rep_loss, x=torch.arange(1, rep_loss.shape[0] + 1), title="Loss per 
 # ## Folding LayerNorm
 #
 # LayerNorm's `w` and `b` are linear, so they can be multiplied into the next weights (`w` into `W_Q`, `W_K`,
-# `W_V`, `W_U`; `b` into the biases). What remains is "centre, then divide by the norm". TransformerLens
+# `W_V`, `W_U`; `b` into the biases). What remains is "centre, then divide by the standard deviation over
+# `d_model`" (for a centred vector that is its root-mean-square, its norm divided by `sqrt(d_model)`, with
+# `eps` under the square root). TransformerLens
 # also **centres** every matrix that writes into the residual stream (`W_E`, `W_pos`, `W_O`, `b_O`), so every
 # component of the stream has mean zero over `d_model`, and centres `W_U` (which shifts every logit at a
 # position by the same amount: probabilities do not change). `enable_compatibility_mode()` does both, once
@@ -500,15 +514,18 @@ logits, cache = model.run_with_cache(rep_tokens)
 # > Difficulty 2/5 · Importance 4/5 · ~10 min
 #
 # A head's average attention along one diagonal of its pattern is a one-number summary of a positional habit.
-# With `offset = -1` it is the previous-token score; with `offset = 1 - n` on repeated tokens, the induction
-# score (a common threshold for "this is an induction head" is 0.4).
+# With `offset = -1` it is the previous-token score; with `offset = 1 - n` on repeated tokens, it is what we use
+# here as the induction score (a common threshold for "this is an induction head" is 0.4). That diagonal starts
+# at query `n - 1`, so its first two entries (queries `n - 1` and `n`) are still in the first copy, where an
+# induction head has nothing to find; they pull the score down a little. Chapter 2's `induction_score` leaves
+# them out, so its scores are a few hundredths higher than the ones here.
 #
 # Build `diagonal_score(pattern, offset)`: `pattern` is `[batch, n_heads, q_pos, k_pos]`; return `[n_heads]`,
 # the mean over the batch and over the entries `pattern[b, h, q, q + offset]` (every query for which that
 # key exists). It works when a pattern that always attends to the previous position scores 1 at offset -1.
 #
-# <details><summary>Hint 1</summary><code>torch.diagonal(pattern, offset, dim1=-2, dim2=-1)</code>: without <code>dim1</code>, <code>dim2</code> it takes the diagonal of the first two axes (batch and head).</details>
-# <details><summary>Hint 2</summary>The diagonal comes out as the last axis: average over it and over the batch.</details>
+# <details><summary>Hint 1</summary>The entries <code>pattern[b, h, q, q + offset]</code> form one diagonal of the last two axes; then average over everything but the head.</details>
+# <details><summary>Hint 2</summary><code>torch.diagonal</code> with <code>dim1</code> and <code>dim2</code> set to the last two axes (without them it takes the diagonal of batch and head); it puts the diagonal last.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "diagonal_score", "locked": false, "schema_version": 3, "solution": true}
 def diagonal_score(pattern: Float[Tensor, "batch n_heads q_pos k_pos"], offset: int) -> Float[Tensor, "n_heads"]:
@@ -522,8 +539,10 @@ def diagonal_score(pattern: Float[Tensor, "batch n_heads q_pos k_pos"], offset: 
 check(diagonal_score)
 
 # %% [markdown]
-# Scores of every head. You should see one layer-0 head with a high previous-token score and one or more
-# layer-1 heads with a high induction score; the other heads score low on both.
+# Scores of every head. You should see one layer-0 head with a high previous-token score (above 0.9 here) and
+# one or more layer-1 heads with an induction score above 0.4 (above 0.8 here); the other heads score below 0.4
+# on both. Leaving out the two first-copy queries (as chapter 2 does; second line printed below) changes every
+# induction score by less than 0.1 and picks out the same heads.
 
 # %%
 prev_scores = torch.stack([diagonal_score(cache["pattern", layer], -1) for layer in range(cfg.n_layers)])
@@ -532,6 +551,10 @@ prev_head = int(prev_scores[0].argmax())
 ind_heads = [int(h) for h in (ind_scores[1] > 0.4).nonzero().flatten()]
 ind_head = int(ind_scores[1].argmax())
 print(f"previous-token head: L0H{prev_head}; induction heads (score > 0.4): {[f'L1H{h}' for h in ind_heads]}")
+q = torch.arange(N_REP + 1, 2 * N_REP + 1)  # the queries of the second copy only
+second_copy_only = cache["pattern", 1][:, :, q, q + 1 - N_REP].mean((0, -1))
+print(f"layer-1 induction scores: {[round(x, 3) for x in ind_scores[1].tolist()]}; "
+      f"second-copy queries only: {[round(x, 3) for x in second_copy_only.tolist()]}")
 fig = plots.layer_head_grid(prev_scores, title="previous-token score (offset -1)", diverging=False, range_color=[0, 1])
 fig.show()
 plots.layer_head_grid(ind_scores, title=f"induction score (offset 1 - n, n = {N_REP})", diverging=False, range_color=[0, 1])
@@ -541,12 +564,34 @@ plots.layer_head_grid(ind_scores, title=f"induction score (offset 1 - n, n = {N_
 # The previous-token head shows the line just below the diagonal; the induction heads show a line `n - 1`
 # below it, starting where the repeat begins.
 
+
 # %%
 short = make_repeated_tokens(1, 12, cfg.d_vocab, tokenizer.bos_token_id, seed=1)
 _, short_cache = model.run_with_cache(short)
 vis.attention_heads(torch.cat([short_cache["pattern", layer][0] for layer in range(cfg.n_layers)]),
                     model.to_str_tokens(short[0]),
                     head_names=[f"L{layer}H{h}" for layer in range(cfg.n_layers) for h in range(cfg.n_heads)])
+
+# %% [markdown]
+# ### Why the second token of the copy is missed
+#
+# Part 1 found that the second token of the second copy still costs more than 5 nats. To predict it, at
+# position `n + 1` (the token `r_0`), an induction head must find the position whose *previous* token was `r_0`:
+# position 2, the second token of the first copy. But position 2 comes right after BOS, and at position 2 the
+# previous-token head puts most of its attention on BOS rather than on position 1; so position 2 never gets the
+# message "my previous token was `r_0`". From position 3 on it attends to the previous position almost every
+# time. Put one random token between BOS and the first copy, and the second token of the copy costs under 2 nats.
+
+# %%
+at_2 = cache["pattern", 0][:, prev_head, 2]  # the previous-token head's attention from position 2
+later = torch.stack([cache["pattern", 0][:, prev_head, q, q - 1] for q in range(3, rep_tokens.shape[1])])
+print(f"L0H{prev_head} at position 2: attention on BOS {at_2[:, 0].mean():.2f}, on position 1 {at_2[:, 1].mean():.2f}; "
+      f"at positions 3 and later, on the previous position {later.mean():.2f}")
+filler = make_repeated_tokens(rep_tokens.shape[0], 1, cfg.d_vocab, tokenizer.bos_token_id, seed=2)[:, 1:2]
+shifted = torch.cat([rep_tokens[:, :1], filler, rep_tokens[:, 1:]], dim=1)  # BOS, one random token, R, R
+shifted_loss = per_token_loss(model(shifted), shifted).mean(0)
+print(f"loss on the second token of the second copy: {rep_loss[N_REP + 1]:.2f} nats; with one token before the "
+      f"first copy: {shifted_loss[N_REP + 2]:.2f}")
 
 # %% [markdown]
 # ## The direct path: a zero-layer model is a bigram table
@@ -593,7 +638,7 @@ check(direct_path_logits)
 # `batch * (pos - 1)`.
 #
 # <details><summary>Hint 1</summary>The pairs are <code>(tokens[:, :-1], tokens[:, 1:])</code>, flattened.</details>
-# <details><summary>Hint 2</summary><code>counts.index_put_((a, b), torch.ones(len(a)), accumulate=True)</code>, or count <code>a * d_vocab + b</code> with <code>torch.bincount</code>.</details>
+# <details><summary>Hint 2</summary><code>Tensor.index_put_</code> with <code>accumulate=True</code>; or <code>torch.bincount</code> of one number per pair (a pair <code>(a, b)</code> is one index into a flattened <code>[d_vocab, d_vocab]</code> table).</details>
 
 # %% nbgrader={"grade": false, "grade_id": "bigram_counts", "locked": false, "schema_version": 3, "solution": true}
 def bigram_counts(tokens: Int[Tensor, "batch pos"], d_vocab: int) -> Float[Tensor, "d_vocab d_vocab"]:
@@ -610,10 +655,10 @@ check(bigram_counts)
 
 # %% [markdown]
 # The direct path's top five next tokens after some frequent tokens, beside the five most frequent followers
-# in 200 held-out text windows. They overlap, though not perfectly: the sample is small, and in a 2-layer
-# model some bigram knowledge can live in heads that attend to the current token. The correlation,
-# averaged over the 30 most frequent tokens, between a row of direct-path logits and the log of that
-# token's bigram counts is positive.
+# in 200 held-out text windows. For most of these tokens the two lists share at least one token, but they are
+# far from equal: the sample is small, and in a 2-layer model some bigram knowledge can live in heads that
+# attend to the current token. The correlation, averaged over the 30 most frequent tokens, between a row of
+# direct-path logits and the log of that token's bigram counts is positive (above 0.2).
 
 # %%
 all_text = torch.load(micourse.models.asset_dir("attn_only_2l") / "text_sample.pt").long()
@@ -647,8 +692,8 @@ print(f"mean correlation over the 30 most frequent tokens: {corr.mean():.2f}")
 # L0H0, L0H1, ..., L1H0, ... (layer by layer), and last the sum of all the `b_O`. The components sum to the
 # final residual stream `cache["resid_post", n_layers - 1]`.
 #
-# <details><summary>Hint 1</summary><code>torch.einsum("lbphe,lhed->lhbpd", z, W_O)</code>, then <code>reshape(n_layers * n_heads, batch, pos, d_model)</code> gives the heads in layer-major order.</details>
-# <details><summary>Hint 2</summary>The bias term is <code>b_O.sum(0)</code> broadcast to <code>[batch, pos, d_model]</code>.</details>
+# <details><summary>Hint 1</summary>Each head's result is its <code>z</code> times its <code>W_O</code>, as in <code>head_results</code>, for every layer. Put the layer axis before the head axis, then merge them; the biases of all layers make one component.</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code> (output axes layer, head, batch, pos, d_model), <code>reshape</code>, and <code>torch.cat</code> of the pieces each given a leading axis of size 1.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "residual_stack", "locked": false, "schema_version": 3, "solution": true}
 def residual_stack(embed: Float[Tensor, "batch pos d_model"], pos_embed: Float[Tensor, "batch pos d_model"],
@@ -682,7 +727,7 @@ check(residual_stack)
 # at that token. It works when the sum over components plus `b_U` equals the model's logit of the next token.
 #
 # <details><summary>Hint 1</summary>Centre each component over <code>d_model</code> (the folded LayerNorm centres; after folding it is a no-op, but it keeps the function correct on any weights).</details>
-# <details><summary>Hint 2</summary>Rather than the full <code>d_vocab</code> logits, take the columns of <code>W_U</code> of the next tokens: <code>W_U[:, tokens[:, 1:]]</code> has shape <code>[d_model, batch, pos - 1]</code>.</details>
+# <details><summary>Hint 2</summary>Rather than the full <code>d_vocab</code> logits, index the columns of <code>W_U</code> with the next tokens (advanced indexing gives <code>[d_model, batch, pos - 1]</code>) and contract over d_model with <code>torch.einsum</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "logit_attribution", "locked": false, "schema_version": 3, "solution": true}
 def logit_attribution(stack: Float[Tensor, "component batch pos d_model"], ln_scale: Float[Tensor, "batch pos 1"],
@@ -700,8 +745,9 @@ check(logit_attribution)
 
 # %% [markdown]
 # The mean contribution of each component to the correct next-token logit, on the first and on the second
-# copy of the random tokens. On the first copy nothing helps much; on the second copy the induction heads
-# push the correct token up by far more than any other path.
+# copy of the random tokens (red: raises the correct logit, blue: lowers it). On the first copy no component
+# moves it by more than half a logit on average; on the second copy the induction heads push the correct token
+# up by far more than any other path (more than twice as much as the largest of the others).
 
 # %%
 stack = residual_stack(cache["embed"], cache["pos_embed"],
@@ -737,8 +783,8 @@ plots.heatmap(by_copy, x_labels=labels, y_labels=["first copy", "second copy"],
 # `X_q W_Q W_K^T X_k^T` (`[n_q, n_k]`, query rows, key columns, no `1/sqrt(d_head)`, no biases). It works
 # when `qk_circuit(I, I, W_Q, W_K).AB` equals `model.QK[layer, head].AB`.
 #
-# <details><summary>Hint 1</summary><code>FactoredMatrix(A, B)</code> with <code>A</code> <code>[n_q, d_head]</code> and <code>B</code> <code>[d_head, n_k]</code>.</details>
-# <details><summary>Hint 2</summary><code>A = X_q @ W_Q</code>, <code>B = (X_k @ W_K).T</code>.</details>
+# <details><summary>Hint 1</summary>The table is <code>(X_q W_Q)(X_k W_K)^T</code>: split the product where both factors are small.</details>
+# <details><summary>Hint 2</summary><code>FactoredMatrix(A, B)</code> with <code>A</code> <code>[n_q, d_head]</code> (the query side) and <code>B</code> <code>[d_head, n_k]</code> (the key side, transposed).</details>
 
 # %% nbgrader={"grade": false, "grade_id": "qk_circuit", "locked": false, "schema_version": 3, "solution": true}
 def qk_circuit(X_q: Float[Tensor, "n_q d_model"], X_k: Float[Tensor, "n_k d_model"],
@@ -773,9 +819,9 @@ for h in range(cfg.n_heads):
 # > Difficulty 3/5 · Importance 4/5 · ~15 min
 #
 # Feed a head nothing but the positional embeddings, each normalised the way the folded LayerNorm would
-# (centred, root-mean-square 1), and compute its causal attention pattern: where it would look if every token
-# were the same. If a previous-token head works by position, its pattern should be a bright line one step
-# below the diagonal.
+# (centred, root-mean-square 1), and compute its causal attention pattern: where it would look if the token
+# embeddings were zero and only the positional part of the residual stream were left. If a previous-token head
+# works by position, its pattern should put most of each row one step below the diagonal.
 #
 # Build `positional_attention(W_pos, W_Q, b_Q, W_K, b_K)`: `W_pos` is `[n_pos, d_model]`, the others one
 # head's weights (`[d_model, d_head]`, biases `[d_head]`). Return the `[n_pos, n_pos]` pattern: queries
@@ -783,7 +829,7 @@ for h in range(cfg.n_heads):
 # softmax over keys. It works when every row sums to 1 and nothing lies above the diagonal.
 #
 # <details><summary>Hint 1</summary><code>normalise_rows</code> (defined just above) is your <code>layer_norm</code> with <code>w = 1</code>, <code>b = 0</code>.</details>
-# <details><summary>Hint 2</summary>Your <code>attention_scores</code> and <code>attention_pattern</code> take <code>[batch, pos, n_heads, d_head]</code>: <code>q[None, :, None]</code> adds a batch and a head axis; take <code>[0, 0]</code> of the result.</details>
+# <details><summary>Hint 2</summary>Your <code>attention_scores</code> and <code>attention_pattern</code> take <code>[batch, pos, n_heads, d_head]</code>: give <code>q</code> and <code>k</code> a batch and a head axis of size 1 (index with <code>None</code>) and remove them from the result.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "positional_attention", "locked": false, "schema_version": 3, "solution": true}
 def positional_attention(W_pos: Float[Tensor, "n_pos d_model"], W_Q: Float[Tensor, "d_model d_head"],
@@ -802,7 +848,8 @@ check(positional_attention)
 
 # %% [markdown]
 # The positional pattern of the previous-token head over the first 20 positions, and of another layer-0 head.
-# You should see the previous-token head put most of each row on the entry just left of the diagonal.
+# You should see the previous-token head put most of each row (over 0.9 on average) on the entry just left of
+# the diagonal, and the other head nothing like it (under 0.2 there).
 
 # %%
 pos_pattern = positional_attention(model.W_pos, model.W_Q[0, prev_head], model.b_Q[0, prev_head],
@@ -854,8 +901,8 @@ check(ov_circuit)
 # three `[k]` tensors: the row and column indices of the `k` largest entries of the whole matrix, and the
 # entries, largest first. It works when it finds the entries you plant in a matrix of zeros.
 #
-# <details><summary>Hint 1</summary><code>ov.flatten().topk(k)</code> gives flat indices.</details>
-# <details><summary>Hint 2</summary>A flat index <code>i</code> is row <code>i // n_out</code>, column <code>i % n_out</code> (not <code>n_src</code>).</details>
+# <details><summary>Hint 1</summary>Search the flattened matrix (one entry per row is not enough: two of the largest can share a row), then turn flat positions back into (row, column).</details>
+# <details><summary>Hint 2</summary><code>Tensor.topk</code>; a flat index <code>i</code> is row <code>i // n_out</code>, column <code>i % n_out</code> (not <code>n_src</code>).</details>
 
 # %% nbgrader={"grade": false, "grade_id": "top_ov_pairs", "locked": false, "schema_version": 3, "solution": true}
 def top_ov_pairs(ov: Float[Tensor, "n_src n_out"], k: int) -> tuple[Int[Tensor, "k"], Int[Tensor, "k"], Float[Tensor, "k"]]:
@@ -892,7 +939,7 @@ for layer, head in [(1, ind_head), (0, prev_head)]:
 # `sum(λ) / sum(|λ|)` over the eigenvalues `λ` of its full OV circuit: +1 for pure copying, -1 for pure
 # "anti-copying" (section "One-Layer Attention-Only Transformers"). The full circuit is `[d_vocab, d_vocab]`,
 # but the nonzero eigenvalues of `AB` are those of `BA`, which is only `[d_head, d_head]`: compute them there
-# (on this CPU the full matrix takes seconds; the small one, a millisecond).
+# (a `[16, 16]` eigenproblem instead of a `[1024, 1024]` one).
 #
 # Build `copying_score(W_E, W_V, W_O, W_U)` (shapes as in `ov_circuit`); return a float. It works when it gives
 # +1 for a circuit that maps every direction to itself.
@@ -914,8 +961,8 @@ def copying_score(W_E: Float[Tensor, "d_vocab d_model"], W_V: Float[Tensor, "d_m
 check(copying_score)
 
 # %% [markdown]
-# Copying scores of all eight heads. The induction heads should be close to +1: they copy the token they
-# attend to, which is what completing `A B ... A -> B` needs.
+# Copying scores of all eight heads (red: positive, copying; blue: negative). The induction heads should be
+# close to +1 (above 0.9): they copy the token they attend to, which is what completing `A B ... A -> B` needs.
 
 # %%
 copying = torch.tensor([[copying_score(model.W_E, model.W_V[layer, h], model.W_O[layer, h], model.W_U)
@@ -1026,46 +1073,62 @@ check(random_composition_baseline)
 # %% [markdown]
 # ## Which heads compose?
 #
-# The three score tables, each with the random baseline subtracted (red: more than chance). Rows are the
-# layer-0 writers, columns the layer-1 readers. Look at the previous-token head's row in the K table, and at
-# the induction heads' columns.
+# The three score tables, each with the random baseline subtracted, on one colour scale: red cells score above
+# the baseline, blue cells below it, white cells at it. Rows are the layer-0 writers, columns the layer-1
+# readers. Look at the previous-token head's row in the K table, and at the induction heads' columns.
 
 # %%
 comp = composition_scores(model.W_Q, model.W_K, model.W_V, model.W_O)
 baseline = random_composition_baseline(cfg.d_model, cfg.d_head, 500)
-print(f"random baseline: {baseline:.3f}")
+zmax = max((comp[mode] - baseline).abs().max().item() for mode in "QKV")
 for mode in "QKV":
     plots.heatmap(comp[mode] - baseline, x_labels=[f"L1H{h}" for h in range(cfg.n_heads)],
                   y_labels=[f"L0H{h}" for h in range(cfg.n_heads)], x_title="layer-1 head (reader)",
-                  y_title="layer-0 head (writer)", title=f"{mode}-composition score minus baseline").show()
+                  y_title="layer-0 head (writer)", title=f"{mode}-composition score minus baseline", zmax=zmax).show()
+above = sum(int((comp[mode] > baseline).sum()) for mode in "QKV")
+score, mode, i, j = max((comp[m][i, j].item(), m, i, j) for m in "QKV" for i in range(cfg.n_heads) for j in range(cfg.n_heads))
+print(f"random baseline: {baseline:.3f}; {above} of the 48 scores are above it; the largest is {mode}-composition "
+      f"L0H{i} -> L1H{j} ({score:.3f})")
 for h in ind_heads:
-    best = int(comp["K"][:, h].argmax())
-    print(f"induction head L1H{h}: strongest K-composition with L0H{best} ({comp['K'][best, h]:.3f}, "
-          f"{comp['K'][best, h] / baseline:.1f}x baseline); Q {comp['Q'][prev_head, h]:.3f}, V {comp['V'][prev_head, h]:.3f} "
-          f"with the previous-token head L0H{prev_head}")
+    others = max(comp["K"][i, h].item() for i in range(cfg.n_heads) if i != prev_head)
+    print(f"induction head L1H{h}: K-composition with the previous-token head L0H{prev_head} {comp['K'][prev_head, h]:.3f}, "
+          f"with any other layer-0 head at most {others:.3f}; Q {comp['Q'][prev_head, h]:.3f} and "
+          f"V {comp['V'][prev_head, h]:.3f} with L0H{prev_head}")
 
 # %% [markdown]
-# For each induction head, the layer-0 head its keys read most is the previous-token head, well above the
-# random baseline, while its Q- and V-composition with that head are near or below the baseline. The circuit,
-# read from the weights:
+# What you should see. In each induction head's column of the K table, the previous-token head's cell is the
+# largest, more than 1.5 times the next layer-0 head's; the induction heads' Q- and V-composition with the
+# previous-token head are below the baseline. That fits the induction circuit.
 #
-# 1. the previous-token head (layer 0) attends one position back by position alone and writes "the previous
-#    token was A" into the stream at every position;
-# 2. the induction head's keys read that (K-composition), so at the current token A its query matches the
-#    position *after* an earlier A;
-# 3. its OV circuit copies: attending to B raises the logit of B.
+# But the tables are red in many other places too: more than a quarter of the 48 scores are above the baseline,
+# and the largest score of all is not a previous-token → induction pair. So read the tables for what they are.
+# A composition score says how much of what one head writes lies where another head reads, compared with
+# Gaussian matrices of the same shapes. Trained weights are not Gaussian, and pairs of heads that have nothing
+# to do with each other can overlap more than random matrices do. Being above the baseline does not say that
+# the overlap is used, or for what: the tables rank candidate pairs, they do not identify a circuit.
 #
-# One last check of step 2, with your `qk_circuit`: the induction head's QK circuit with the key side routed
-# through the previous-token head's OV circuit, `W_E W_Q (W_E W_OV^{prev} W_K)^T`, should be a table over
-# tokens whose largest entry in each row is on the diagonal: a query token A matches keys whose previous token
-# was A.
+# The control that does: route each layer-1 head's keys through one layer-0 head's OV circuit,
+# `W_E W_Q (W_E W_OV^{L0} W_K)^T` (with your `qk_circuit`; LayerNorm's per-position scale is ignored), and ask
+# how often the largest entry of a row is on the diagonal, i.e. how often a query token `A` prefers the key
+# whose previous token was `A`. Chance is 1 row in 1024. You should see it for the induction heads with the
+# keys routed through the previous-token head (more than 90 % of rows), and almost never (under 1 % of rows)
+# for any other pair of heads: the other layer-0 heads do not give the induction heads' keys this meaning,
+# whatever their composition scores.
 
 # %%
-through_prev = model.W_E @ model.W_V[0, prev_head] @ model.W_O[0, prev_head]
+wins = torch.zeros(cfg.n_heads, cfg.n_heads)
+for i in range(cfg.n_heads):
+    through = model.W_E @ model.W_V[0, i] @ model.W_O[0, i]  # what layer-0 head i writes about each token
+    for h in range(cfg.n_heads):
+        k_circuit = qk_circuit(model.W_E, through, model.W_Q[1, h], model.W_K[1, h]).AB
+        wins[i, h] = (k_circuit.argmax(-1) == torch.arange(cfg.d_vocab)).float().mean()
 for h in ind_heads:
-    k_circuit = qk_circuit(model.W_E, through_prev, model.W_Q[1, h], model.W_K[1, h]).AB
-    print(f"L1H{h}: rows whose largest entry is on the diagonal: "
-          f"{(k_circuit.argmax(-1) == torch.arange(cfg.d_vocab)).float().mean():.0%}")
+    print(f"L1H{h}: rows whose largest entry is on the diagonal, keys through L0H{prev_head} {wins[prev_head, h]:.1%}; "
+          f"through any other layer-0 head at most {max(wins[i, h] for i in range(cfg.n_heads) if i != prev_head):.1%}")
+plots.heatmap(wins, x_labels=[f"L1H{h}" for h in range(cfg.n_heads)], y_labels=[f"L0H{h}" for h in range(cfg.n_heads)],
+              x_title="layer-1 head (its QK circuit)", y_title="layer-0 head (keys routed through its OV circuit)",
+              title="fraction of query tokens whose best key follows the same token", diverging=False,
+              range_color=[0, 1])
 
 # %% [markdown]
 # ### Recap of Part 2
@@ -1074,8 +1137,10 @@ for h in ind_heads:
 # - The direct path `W_E W_U` is a rough bigram table of the training text.
 # - The previous-token head attends by position: its positional QK circuit alone puts most attention one step back.
 # - The induction heads' OV circuits copy (copying score near +1, the source token tops most rows).
-# - The induction heads K-compose with the previous-token head, well above the random baseline, and routing
-#   their keys through that head turns their QK circuit into "match the token whose predecessor equals mine".
+# - The induction heads' strongest K-composition is with the previous-token head. Composition scores alone do
+#   not single the pair out (many unrelated pairs score above the random baseline); the control does: routing
+#   the induction heads' keys through the previous-token head, and through no other layer-0 head, turns their
+#   QK circuit into "match the token whose predecessor equals mine".
 #
-# This is the induction circuit of Elhage et al. (2021), found here from the weights of a model trained for a
-# few minutes on a CPU.
+# This is the induction circuit of Elhage et al. (2021), found here from the weights of a small model trained
+# for about 20 minutes on one CPU thread.

@@ -118,6 +118,9 @@ def test_layer_norm_normalises_and_keeps_eps_inside_the_root(impl, ref, seed):
     tiny = torch.randn(3, 10) * 1e-3  # variance ~1e-6, smaller than eps: eps must sit inside the square root
     _close(impl.layer_norm(tiny, torch.ones(10), torch.zeros(10)), ref.layer_norm(tiny, torch.ones(10), torch.zeros(10)),
            "layer_norm of very small inputs (eps belongs inside the square root)", atol=1e-4)
+    for eps in (0.5, 1e-8):  # the eps argument is used, not a fixed default
+        w, b = torch.randn(10), torch.randn(10)
+        _close(impl.layer_norm(x, w, b, eps), ref.layer_norm(x, w, b, eps), f"layer_norm with eps = {eps}", atol=1e-4)
 
 
 @exercise("project_to_heads")
@@ -300,6 +303,14 @@ def test_forward_matches_transformerlens_on_folded_and_random_models(impl, folde
            "attn_only_forward with the folded weights (nonzero b_U) vs TransformerLens", atol=1e-3)
     _close(impl.attn_only_forward(random_ln_run["tokens"], random_ln_run["params"], 2), random_ln_run["logits"],
            "attn_only_forward on a random model with non-trivial LayerNorm weights and biases vs TransformerLens", atol=1e-3)
+
+
+@exercise("attn_only_forward")
+def test_forward_passes_eps_to_every_layer_norm(impl, ref, random_ln_run):
+    tokens, p = random_ln_run["tokens"], random_ln_run["params"]
+    for eps in (0.3, 10.0):
+        _close(impl.attn_only_forward(tokens, p, 2, eps), ref.attn_only_forward(tokens, p, 2, eps),
+               f"attn_only_forward with eps = {eps} (the eps argument goes to every layer_norm)", atol=1e-3)
 
 
 @exercise("attn_only_forward")
@@ -694,6 +705,17 @@ def test_random_baseline_in_a_small_space(impl, ref, seed):
     got = _num(impl.random_composition_baseline(8, 2, 400), "random_composition_baseline")
     want = ref.random_composition_baseline(8, 2, 4000)
     assert abs(got - want) < 0.03, f"baseline for d_model 8, d_head 2: got {got:.3f}, expected about {want:.3f}"
+
+
+@exercise("random_composition_baseline")
+def test_random_baseline_uses_low_rank_factors(impl, ref, seed):
+    # with d_head 1 the matrices have rank 1 and the score is |cos| of two random directions: well below what
+    # full-rank square matrices give (1 / sqrt(d_model)), so ignoring d_head shows here
+    for d_model in (16, 4):
+        got = _num(impl.random_composition_baseline(d_model, 1, 4000), "random_composition_baseline")
+        want = ref.random_composition_baseline(d_model, 1, 16000)
+        assert abs(got - want) < 0.02, (f"baseline for d_model {d_model}, d_head 1: got {got:.3f}, expected about {want:.3f} "
+                                        f"(W_A and W_B are products of [d_model, d_head] and [d_head, d_model] matrices)")
 
 
 @exercise("random_composition_baseline")

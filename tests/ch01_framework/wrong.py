@@ -69,6 +69,10 @@ def layer_norm_eps_outside_root(x, w, b, eps=1e-5):
     return x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * w + b
 
 
+def layer_norm_ignoring_eps(x, w, b, eps=1e-5):
+    return _ln(x, w, b)  # always the default eps, whatever the caller passes
+
+
 def project_to_heads_without_bias(x, W, b):
     return torch.einsum("bpd,hde->bphe", x, W)
 
@@ -128,6 +132,10 @@ def attn_only_forward_without_final_ln(tokens, params, n_layers, eps=1e-5):
 
 def attn_only_forward_without_b_U(tokens, params, n_layers, eps=1e-5):
     return _forward(tokens, params, n_layers, eps, use_b_U=False)
+
+
+def attn_only_forward_ignoring_eps(tokens, params, n_layers, eps=1e-5):
+    return _forward(tokens, params, n_layers)  # always LayerNorm's default eps, whatever the caller passes
 
 
 def per_token_loss_current_token(logits, tokens):
@@ -288,10 +296,18 @@ def random_composition_baseline_uniform(d_model, d_head, n_samples=200):
     return (n(W_A @ W_B) / (n(W_A) * n(W_B))).mean().item()
 
 
+def random_composition_baseline_full_rank(d_model, d_head, n_samples=200):
+    """Square Gaussian matrices instead of products of [d_model, d_head] and [d_head, d_model] factors: d_head
+    is ignored. In d_model 64 it happens to give almost the same mean as rank 16 (both ~0.125)."""
+    W_A, W_B = torch.randn(n_samples, d_model, d_model), torch.randn(n_samples, d_model, d_model)
+    n = torch.linalg.matrix_norm
+    return (n(W_A @ W_B) / (n(W_A) * n(W_B))).mean().item()
+
+
 WRONG = {
     "embed": [embed_transposed],
     "pos_embed": [pos_embed_indexed_by_token, pos_embed_without_batch],
-    "layer_norm": [layer_norm_unbiased_variance, layer_norm_eps_outside_root],
+    "layer_norm": [layer_norm_unbiased_variance, layer_norm_eps_outside_root, layer_norm_ignoring_eps],
     "project_to_heads": [project_to_heads_without_bias],
     "attention_scores": [attention_scores_unmasked, attention_scores_unscaled, attention_scores_masking_the_diagonal,
                          attention_scores_divided_by_d_head],
@@ -300,7 +316,7 @@ WRONG = {
     "head_results": [head_results_by_matmul],
     "attention_layer": [attention_layer_without_b_O, attention_layer_mean_over_heads, attention_layer_without_mask],
     "attn_only_forward": [attn_only_forward_without_residual, attn_only_forward_without_final_ln,
-                          attn_only_forward_without_b_U],
+                          attn_only_forward_without_b_U, attn_only_forward_ignoring_eps],
     "per_token_loss": [per_token_loss_current_token, per_token_loss_without_minus],
     "diagonal_score": [diagonal_score_default_dims, diagonal_score_flipped_offset],
     "direct_path_logits": [direct_path_logits_transposed],
@@ -315,5 +331,5 @@ WRONG = {
     "copying_score": [copying_score_real_parts, copying_score_singular_values, copying_score_without_embeddings],
     "composition_score": [composition_score_reversed, composition_score_spectral],
     "composition_scores": [composition_scores_k_not_transposed, composition_scores_rows_and_columns_swapped],
-    "random_composition_baseline": [random_composition_baseline_uniform],
+    "random_composition_baseline": [random_composition_baseline_uniform, random_composition_baseline_full_rank],
 }

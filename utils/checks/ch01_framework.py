@@ -85,6 +85,12 @@ def _layer_norm(fn):
     want = torch.tensor([[-1.5, -0.5, 0.5, 1.5]]) / math.sqrt(1.25 + 1e-5)  # mean 2.5, biased variance 1.25
     expect_close(fn(x, torch.ones(4), torch.zeros(4)), want, "layer_norm([1, 2, 3, 4]) with w = 1, b = 0")
     expect_close(fn(x, 2 * torch.ones(4), torch.ones(4)), 2 * want + 1, "layer_norm([1, 2, 3, 4]) with w = 2, b = 1")
+    # eps is added to the variance, under the square root: variance 1.25 + eps 0.75 = 2
+    expect_close(fn(x, torch.ones(4), torch.zeros(4), 0.75), torch.tensor([[-1.5, -0.5, 0.5, 1.5]]) / math.sqrt(2.0),
+                 "layer_norm([1, 2, 3, 4], eps=0.75): (x - mean) / sqrt(var + eps) with var 1.25 (use the eps argument)")
+    tiny = x * 1e-3  # variance 1.25e-6, smaller than eps = 1e-5
+    expect_close(fn(tiny, torch.ones(4), torch.zeros(4)), torch.tensor([[-1.5e-3, -0.5e-3, 0.5e-3, 1.5e-3]]) / math.sqrt(1.25e-6 + 1e-5),
+                 "layer_norm([0.001, 0.002, 0.003, 0.004]) (variance below eps: eps belongs inside the square root)")
     _, _, cache = _run(False)
     p = _params()
     for layer in range(2):
@@ -189,6 +195,15 @@ def _attn_only_forward(fn):
     tokens, logits, _ = _run(False)
     out = fn(tokens, _params(), 2)
     expect_close(out, logits, "attn_only_forward on the shipped model (vs TransformerLens's logits)", atol=1e-3)
+    tokens, logits, _ = _run(True)
+    folded = _params(True)
+    expect_close(fn(tokens, folded, 2), logits, "attn_only_forward with the folded weights, whose b_U is not zero "
+                 "(vs TransformerLens's logits)", atol=1e-3)
+    # With LayerNorm weights 1, biases 0 (folded) and an enormous eps, every LayerNorm outputs ~0, so the final
+    # residual stream contributes nothing and the logits at every position are just b_U.
+    out = fn(tokens, folded, 2, 1e16)
+    expect_close(out, folded["unembed.b_U"].expand_as(out), "attn_only_forward(tokens, folded_params, 2, eps=1e16) "
+                 "(every LayerNorm then outputs ~0, so every logit is b_U: pass eps on to each layer_norm)", atol=1e-3)
 
 
 @visible("per_token_loss")
@@ -246,6 +261,15 @@ def _bigram_counts(fn):
 @visible("residual_stack")
 @_no_grad
 def _residual_stack(fn):
+    # 2 layers x 3 heads, d_head 1, d_model 8: head (l, h) writes the unit vector e_{3l + h}, the biases e_6 and e_7
+    W_O = torch.eye(8)[:6].reshape(2, 3, 1, 8)
+    z = torch.ones(2, 1, 1, 3, 1)
+    b_O = torch.eye(8)[6:]
+    embed, pos_embed = torch.full((1, 1, 8), 2.0), torch.full((1, 1, 8), 3.0)
+    out = fn(embed, pos_embed, z, W_O, b_O)
+    want = torch.cat([embed[None], pos_embed[None], torch.eye(8)[:6].reshape(6, 1, 1, 8), (b_O[0] + b_O[1]).reshape(1, 1, 1, 8)])
+    expect_close(out, want, "residual_stack of a hand-made model whose head (layer l, head h) writes the unit vector "
+                 "e_{3l + h}: components embed, pos_embed, L0H0, L0H1, L0H2, L1H0, L1H1, L1H2 (layer by layer), sum of b_O")
     _, _, cache = _run(True)
     model = _model(True)
     z = torch.stack([cache["z", layer] for layer in range(2)])
@@ -260,6 +284,11 @@ def _residual_stack(fn):
 @visible("logit_attribution")
 @_no_grad
 def _logit_attribution(fn):
+    stack = torch.tensor([[3.0, 3.0], [1.0, -1.0]]).reshape(2, 1, 1, 2).repeat(1, 1, 2, 1)  # 2 components, 2 positions
+    out = fn(stack, torch.full((1, 2, 1), 2.0), torch.eye(2), torch.tensor([[0, 1]]))
+    expect_close(out, torch.tensor([0.0, -0.5]).reshape(2, 1, 1),
+                 "logit_attribution with d_model 2, W_U = I, ln_scale 2, next token 1: component [3, 3] centres to [0, 0] "
+                 "(attribution 0); [1, -1] gives -1 / 2 = -0.5 (centre each component over d_model, divide by ln_scale)")
     tokens, logits, cache = _run(True)
     model = _model(True)
     stack = torch.cat([cache["embed"][None], cache["pos_embed"][None], cache["attn_out", 0][None],
@@ -295,6 +324,16 @@ def _positional_attention(fn):
     expect_shape(out, (16, 16), "positional_attention of 16 positions")
     expect_close(out.sum(-1), torch.ones(16), "row sums of positional_attention")
     expect(bool((out.triu(1).abs() < 1e-6).all()), "positional_attention must be causal: zero above the diagonal")
+    # Hand-worked: d_model 2, d_head 4. Rows [1, -1], [3, -3], [-2, 2] normalise to [1, -1], [1, -1], [-1, 1];
+    # W_Q, W_K read coordinate 0 into every d_head dimension: q = 0.5 x_0 + b_Q = [2, 2, 1], k = x_0 = [1, 1, -1],
+    # score = 4 q k / sqrt(4) = 2 q k: rows [4], [4, 4], [2, 2, -2].
+    W_pos = torch.tensor([[1.0, -1.0], [3.0, -3.0], [-2.0, 2.0]])
+    W_Q, W_K = torch.tensor([[0.5] * 4, [0.0] * 4]), torch.tensor([[1.0] * 4, [0.0] * 4])
+    e = math.exp(-4.0)
+    want = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1 / (2 + e), 1 / (2 + e), e / (2 + e)]])
+    expect_close(fn(W_pos, W_Q, torch.full((4,), 1.5), W_K, torch.zeros(4)), want,
+                 "positional_attention of a hand-made head (normalise each position's embedding, add b_Q, scale by "
+                 "1/sqrt(d_head))", atol=1e-4)
     same = model.W_pos[3].repeat(6, 1)  # every position identical: every key scores the same
     expect_close(fn(same, *args), torch.tril(torch.ones(6, 6)) / torch.arange(1, 7)[:, None],
                  "positional_attention when all positions have the same embedding (uniform over the past)")
@@ -325,6 +364,12 @@ def _top_ov_pairs(fn):
     expect_close(torch.as_tensor(values).float(), torch.tensor([3.0, 2.0, 1.0]), "values of the 3 planted entries, largest first")
     expect(torch.as_tensor(src).tolist() == [4, 0, 2], f"source (row) indices should be [4, 0, 2]; got {torch.as_tensor(src).tolist()}")
     expect(torch.as_tensor(dst).tolist() == [6, 5, 1], f"output (column) indices should be [6, 5, 1]; got {torch.as_tensor(dst).tolist()}")
+    ov = torch.zeros(3, 8)
+    ov[1, 2], ov[1, 7], ov[2, 0] = 5.0, 4.0, 3.0  # two of the three largest share a row
+    src, dst, _ = fn(ov, 3)
+    expect(torch.as_tensor(src).tolist() == [1, 1, 2] and torch.as_tensor(dst).tolist() == [2, 7, 0],
+           "the 3 largest entries of a matrix with 5 and 4 in row 1 and 3 in row 2 are (1, 2), (1, 7), (2, 0): "
+           "search the whole matrix, not one entry per row")
 
 
 @visible("copying_score")
@@ -382,6 +427,14 @@ def _random_composition_baseline(fn):
     b = _float(fn(64, 16, 200), "random_composition_baseline")
     expect(0 < a < 1, f"a composition score lies between 0 and 1; got {a:.3f}")
     expect(abs(a - b) < 0.01, f"two calls gave {a:.3f} and {b:.3f}: average more samples, and draw fresh matrices each time")
+    # Rank-1 factors (d_head 1): W_A = u v^T, W_B = w x^T give a score |cos(v, w)|, whose mean for random
+    # Gaussian directions in d dimensions is Gamma(d/2) / (sqrt(pi) Gamma((d + 1)/2)) (0.20 for d = 16).
+    d = 16
+    want = math.exp(math.lgamma(d / 2) - math.lgamma((d + 1) / 2)) / math.sqrt(math.pi)
+    rank1 = _float(fn(d, 1, 2000), "random_composition_baseline")
+    expect(abs(rank1 - want) < 0.015, f"random_composition_baseline(16, 1) should be about {want:.3f} (the mean |cosine| of "
+                                      f"two random directions in 16 dimensions); got {rank1:.3f}: are W_A and W_B products of a "
+                                      f"[d_model, d_head] and a [d_head, d_model] Gaussian matrix?")
     small = _float(fn(4, 2, 200), "random_composition_baseline")
     expect(small > a, f"random matrices in a smaller space (d_model 4) should overlap more than in d_model 64; "
                       f"got {small:.3f} vs {a:.3f}")
