@@ -127,7 +127,8 @@ check(embed)
 # ## Exercise: positional embedding
 # > Difficulty 1/5 · Importance 3/5 · ~5 min
 #
-# Attention by itself does not know where tokens are: permute the keys and the weighted sum is the same.
+# Apart from the causal mask, attention by itself does not know where tokens are: permute the earlier keys
+# (with their values) and a query's weighted sum is the same.
 # This model adds a learned vector per *position*, `W_pos[p]`, to the residual stream. A previous-token head
 # (Part 2) is built almost entirely out of these vectors.
 #
@@ -271,6 +272,8 @@ check(attention_pattern)
 # %% [markdown]
 # Your own pattern for layer 0, head 0 on the first repeated sequence (first 12 positions). It should be lower
 # triangular (nothing above the diagonal) with every row summing to 1.
+# Attention patterns are probabilities, so they are drawn on a sequential scale (white = 0, dark blue = 1),
+# not the red/blue diverging scale the course uses for signed scores.
 
 # %%
 ln1_out_0 = layer_norm(cache["resid_pre", 0], params["blocks.0.ln1.w"], params["blocks.0.ln1.b"])
@@ -453,7 +456,7 @@ check(per_token_loss)
 rep_loss = per_token_loss(my_logits, rep_tokens).mean(0)
 text_loss = per_token_loss(attn_only_forward(text_tokens, params, cfg.n_layers, cfg.eps), text_tokens).mean()
 print(f"loss on held-out text: {text_loss:.2f} nats; on random tokens, first copy "
-      f"{rep_loss[:N_REP].mean():.2f}, second copy {rep_loss[N_REP + 1:].mean():.2f}")
+      f"{rep_loss[:N_REP].mean():.2f}, second copy {rep_loss[N_REP:].mean():.2f}")
 print(f"second copy, token by token: 1st {rep_loss[N_REP]:.2f}, 2nd {rep_loss[N_REP + 1]:.2f}, "
       f"3rd and later {rep_loss[N_REP + 2:].mean():.2f} on average")
 plots.lines(rep_loss, x=torch.arange(1, rep_loss.shape[0] + 1), title="Loss per position on repeated random tokens",

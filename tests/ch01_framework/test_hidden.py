@@ -582,8 +582,11 @@ def test_top_ov_pairs_search_the_whole_matrix(impl, seed):
     ov = torch.zeros(3, 8)
     ov[1, 2], ov[1, 7], ov[2, 0] = 5.0, 4.0, 3.0  # two of the top three in the same row
     src, out, values = impl.top_ov_pairs(ov, 3)
-    assert torch.as_tensor(src).tolist() == [1, 1, 2] and torch.as_tensor(out).tolist() == [2, 7, 0], \
-        "the top 3 entries are (1, 2), (1, 7), (2, 0): search the whole matrix, not one entry per row"
+    got = (torch.as_tensor(src).tolist(), torch.as_tensor(out).tolist())
+    assert got == ([1, 1, 2], [2, 7, 0]), \
+        (f"on a 3 x 8 matrix whose top 3 entries are (1, 2), (1, 7), (2, 0) you returned sources {got[0]} and "
+         f"destinations {got[1]}: search the whole matrix (two of them share a row) and turn each flat index into "
+         f"(row, column) with the row length")
 
 
 def _psd_circuit(gen, d_vocab=20, d_model=8, d_head=3):
