@@ -92,6 +92,16 @@ def _name(head):
     return f"L{head[0]}H{head[1]}"
 
 
+# ------------------------------------------------------------------------------------------- the data
+def test_abba_and_baba_alternate_inside_one_batch_and_only_the_first_two_names_move(nb):
+    d = nb["data"]
+    assert d.orders == ["ABBA", "BABA"] * (len(d) // 2), f"the prose says the orders alternate: {d.orders}"
+    first_name = torch.minimum(d.word_idx["IO"], d.word_idx["S1"])
+    assert (d.word_idx["IO"] == first_name).tolist() == [o == "ABBA" for o in d.orders], "IO comes first in ABBA prompts"
+    for key in ("S2", "end"):
+        assert len(set(d.word_idx[key].tolist())) == 1, f"{key} should be at one position in every prompt of `data`"
+
+
 # ------------------------------------------------------------------------------------------- Part 1
 def test_offline_model_gets_every_tl_prompt_right_with_a_larger_margin_than_gpt2(nb):
     assert (nb["tl_ld"] > 0).all(), f"the prose says every TL prompt is positive: {nb['tl_ld'].tolist()}"
@@ -154,8 +164,11 @@ def test_top_head_finds_s2_by_position(nb):
 def test_residual_information_stays_at_s2_until_the_last_layer(nb):
     resid, d = nb["resid"], nb["data"]
     s2, end = int(d.word_idx["S2"][0]), int(d.word_idx["end"][0])
-    assert (resid[:, s2] > 0.9).all(), f"S2 should stay bright in every layer: {resid[:, s2].tolist()}"
-    assert (resid[:, end].abs() < 0.1).all(), f"END should stay dark: {resid[:, end].tolist()}"
+    want0 = torch.zeros(resid.shape[1])
+    want0[s2] = 1.0
+    assert torch.allclose(resid[0], want0, atol=1e-4), f"before layer 0 only S2 should restore (exactly 1): {resid[0].tolist()}"
+    assert (resid[:, s2] > 0.9).all(), f"S2 should stay red (near 1) in every layer: {resid[:, s2].tolist()}"
+    assert (resid[:, end].abs() < 0.1).all(), f"END should stay white (near 0): {resid[:, end].tolist()}"
 
 
 def test_top_head_alone_restores_nearly_everything(nb):

@@ -300,6 +300,18 @@ def _copy_score(model, layer, head, name_ids, k, negative, with_mlp=True, dim=-1
     return (top == torch.arange(len(name_ids))[:, None]).any(-1).float().mean().item()
 
 
+def repeated_token_head_scores_previous_second_copy_only(pattern):
+    """Averages the previous-token diagonal over the second copy only (the spec says every query 1..2n)."""
+    n = (pattern.shape[-1] - 1) // 2
+    diag = lambda offset, skip: pattern.diagonal(offset, dim1=-2, dim2=-1)[..., skip:].mean(dim=(0, -1))
+    return {"previous token": diag(-1, n), "duplicate token": diag(-n, 1), "induction": diag(1 - n, 2)}
+
+
+def ov_copy_score_without_mlp0(model, layer, head, name_ids, k=5, negative=False):
+    """Skips step 1's MLP 0: the head reads the bare embedding."""
+    return _copy_score(model, layer, head, name_ids, k, negative, with_mlp=False)
+
+
 def ov_copy_score_ranks_columns(model, layer, head, name_ids, k=5, negative=False):
     return _copy_score(model, layer, head, name_ids, k, negative, dim=0)
 
@@ -314,6 +326,18 @@ def classify_heads_abs_dla(scores, dla_threshold, attn_threshold=0.3, pattern_th
     reads_io = (io >= attn_threshold) & (io > s1) & (io > s2)
     reads_s2 = s2 >= attn_threshold
     masks = {"name mover": reads_io & (dla.abs() >= dla_threshold), "negative name mover": reads_io & (dla <= -dla_threshold),
+             "S-inhibition": reads_s2 & (dla.abs() < dla_threshold), "negative S mover": reads_s2 & (dla >= dla_threshold)}
+    for kind in ("previous token", "duplicate token", "induction"):
+        masks[kind] = scores[kind] >= pattern_threshold
+    return {kind: [tuple(x) for x in m.nonzero().tolist()] for kind, m in masks.items()}
+
+
+def classify_heads_ignores_other_names(scores, dla_threshold, attn_threshold=0.3, pattern_threshold=0.4):
+    """Name movers by attention to IO alone: a head that attends to S1 even more counts too."""
+    dla, io, s2 = scores["dla"], scores["attn_io"], scores["attn_s2"]
+    reads_io = io >= attn_threshold
+    reads_s2 = s2 >= attn_threshold
+    masks = {"name mover": reads_io & (dla >= dla_threshold), "negative name mover": reads_io & (dla <= -dla_threshold),
              "S-inhibition": reads_s2 & (dla.abs() < dla_threshold), "negative S mover": reads_s2 & (dla >= dla_threshold)}
     for kind in ("previous token", "duplicate token", "induction"):
         masks[kind] = scores[kind] >= pattern_threshold
@@ -350,6 +374,22 @@ def mean_ablate_heads_batch_mean(model, tokens, answer_ids, end_pos, means, head
     return _ld(model.run_with_hooks(tokens, fwd_hooks=_ablation_hooks(own, heads)), answer_ids, end_pos)
 
 
+def mean_ablate_heads_at_end_only(model, tokens, answer_ids, end_pos, means, heads):
+    """Replaces the heads' z at END only, not at every position."""
+    rows = torch.arange(tokens.shape[0])
+    by_layer = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    hooks = []
+    for layer, hs in by_layer.items():
+        def hook(z, hook, layer=layer, hs=hs):
+            for h in hs:
+                z[rows, end_pos, h] = means[layer][end_pos, h]
+            return z
+        hooks.append((f"blocks.{layer}.attn.hook_z", hook))
+    return _ld(model.run_with_hooks(tokens, fwd_hooks=hooks), answer_ids, end_pos)
+
+
 def _means(model, ref_tokens):
     _, cache = model.run_with_cache(ref_tokens)
     return torch.stack([cache["z", layer].mean(0) for layer in range(model.cfg.n_layers)])
@@ -358,6 +398,24 @@ def _means(model, ref_tokens):
 def circuit_faithfulness_ablates_the_circuit(model, tokens, ref_tokens, answer_ids, end_pos, circuit):
     means = _means(model, ref_tokens)
     ablated = _ld(model.run_with_hooks(tokens, fwd_hooks=_ablation_hooks(means, [tuple(h) for h in circuit])), answer_ids, end_pos)
+    return (ablated.mean() / _ld(model(tokens), answer_ids, end_pos).mean()).item()
+
+
+def circuit_faithfulness_mean_of_ratios(model, tokens, ref_tokens, answer_ids, end_pos, circuit):
+    """Averages per-prompt ratios instead of dividing the two mean logit differences."""
+    means = _means(model, ref_tokens)
+    keep = {tuple(h) for h in circuit}
+    outside = [(layer, h) for layer in range(model.cfg.n_layers) for h in range(model.cfg.n_heads) if (layer, h) not in keep]
+    ablated = _ld(model.run_with_hooks(tokens, fwd_hooks=_ablation_hooks(means, outside)), answer_ids, end_pos)
+    return (ablated / _ld(model(tokens), answer_ids, end_pos)).mean().item()
+
+
+def circuit_faithfulness_means_over_tokens(model, tokens, ref_tokens, answer_ids, end_pos, circuit):
+    """Takes the means over the prompts being scored instead of over ref_tokens."""
+    means = _means(model, tokens)
+    keep = {tuple(h) for h in circuit}
+    outside = [(layer, h) for layer in range(model.cfg.n_layers) for h in range(model.cfg.n_heads) if (layer, h) not in keep]
+    ablated = _ld(model.run_with_hooks(tokens, fwd_hooks=_ablation_hooks(means, outside)), answer_ids, end_pos)
     return (ablated.mean() / _ld(model(tokens), answer_ids, end_pos).mean()).item()
 
 
@@ -402,11 +460,13 @@ WRONG = {
     "patch_head_activation": [patch_head_activation_pattern_on_axis_2, patch_head_activation_pattern_is_z],
     "path_patch_to_logits": [path_patch_to_logits_without_freezing, path_patch_to_logits_metric_not_shifted],
     "path_patch_to_heads": [path_patch_to_heads_ignoring_receiver_pos, path_patch_to_heads_whole_receiver_layer],
-    "repeated_token_head_scores": [repeated_token_head_scores_all_queries, repeated_token_head_scores_induction_offset_n],
-    "ov_copy_score": [ov_copy_score_ranks_columns, ov_copy_score_ignores_negative],
-    "classify_heads": [classify_heads_abs_dla, classify_heads_strict_thresholds],
+    "repeated_token_head_scores": [repeated_token_head_scores_all_queries, repeated_token_head_scores_induction_offset_n,
+                                   repeated_token_head_scores_previous_second_copy_only],
+    "ov_copy_score": [ov_copy_score_ranks_columns, ov_copy_score_ignores_negative, ov_copy_score_without_mlp0],
+    "classify_heads": [classify_heads_abs_dla, classify_heads_strict_thresholds, classify_heads_ignores_other_names],
     "mean_head_activations": [mean_head_activations_over_positions],
-    "mean_ablate_heads": [mean_ablate_heads_zero, mean_ablate_heads_batch_mean],
-    "circuit_faithfulness": [circuit_faithfulness_ablates_the_circuit, circuit_faithfulness_lists_not_matched],
+    "mean_ablate_heads": [mean_ablate_heads_zero, mean_ablate_heads_batch_mean, mean_ablate_heads_at_end_only],
+    "circuit_faithfulness": [circuit_faithfulness_ablates_the_circuit, circuit_faithfulness_lists_not_matched,
+                             circuit_faithfulness_mean_of_ratios, circuit_faithfulness_means_over_tokens],
     "dla_after_ablation": [dla_after_ablation_hooks_not_applied, dla_after_ablation_clean_scale],
 }

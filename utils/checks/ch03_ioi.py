@@ -307,6 +307,15 @@ def _path_patch_to_logits(fn):
     want = _quiet(patching.get_act_patch_attn_head_out_all_pos, model, d.tokens, abc_cache, metric)[last]
     expect_close(out[last], want, "the last layer has nothing downstream to freeze: its row should equal plain patching "
                  "of those heads' outputs from the ABC run into the clean run, as (LD - clean) / (clean - ABC)", atol=1e-3)
+    # Earlier senders: the same TransformerLens sweep, run while every head's z is held at its clean value (the freeze
+    # runs first, the sweep's patch of the one sender after it), is path patching by definition.
+    _, clean_cache = model.run_with_cache(d.tokens, names_filter=lambda name: name.endswith("hook_z"))
+    pin = lambda z, hook: clean_cache[hook.name].clone()
+    with model.hooks(fwd_hooks=[(lambda name: name.endswith("hook_z"), pin)]):
+        frozen = _quiet(patching.get_act_patch_attn_head_out_all_pos, model, d.tokens, abc_cache, metric)
+    expect_close(out[:last], frozen[:last], "senders below the last layer: with every other head frozen to its clean z, the "
+                 "sender's effect must go through the MLPs and the residual stream only (did you freeze the other heads "
+                 "in every layer?)", atol=1e-3)
 
 
 @visible("path_patch_to_heads")
@@ -318,6 +327,21 @@ def _path_patch_to_heads(fn):
     _grid_shape(out, "path_patch_to_heads")
     expect(bool((out[last] == 0).all()), "senders in the receivers' layer (or later) cannot reach them: their entries must be 0")
     expect(bool(torch.isfinite(out).all()), "path_patch_to_heads returned inf or nan")
+    # The layer-`last` head whose own output matters least (noising it alone moves the logit difference least): a path
+    # into its values can carry no more than a small part of the answer, while the other heads of its layer can.
+    from transformer_lens import patching
+
+    clean_ld = _end_ld(model(d.tokens), d).mean()
+    abc_logits, abc_cache = model.run_with_cache(abc.tokens)
+    abc_ld = _end_ld(abc_logits, d).mean()
+    total = _quiet(patching.get_act_patch_attn_head_out_all_pos, model, d.tokens, abc_cache,
+                   lambda logits: (_end_ld(logits, d).mean() - clean_ld) / (clean_ld - abc_ld))[last]
+    idle = int(total.abs().argmin())
+    out = fn(model, d.tokens, abc.tokens, d.answer_ids, d.word_idx["end"], [(last, idle)], "v", None)
+    expect(bool((out.abs() <= total[idle].abs() + 0.05).all()),
+           f"L{last}H{idle} barely matters (noising its whole output changes the metric by {total[idle]:+.3f}), so no path "
+           f"into its values alone can change it by more; got entries up to {out.abs().max():.3f}: did you write the "
+           f"patched inputs into the listed receiver heads only, not into every head of their layer?")
     bos = torch.zeros(len(d), dtype=torch.long)
     out = fn(model, d.tokens, abc.tokens, d.answer_ids, d.word_idx["end"], [(last, h) for h in range(model.cfg.n_heads)],
              "q", bos)
@@ -363,6 +387,15 @@ def _ov_copy_score(fn):
            "with k = the number of names, every name is in its row's top k: the score should be 1")
     scores = [_float(fn(model, 0, 1, names, k, True), "ov_copy_score") for k in (1, 5, 10)]
     expect(scores[0] <= scores[1] <= scores[2], f"the score cannot fall as k grows; got {scores} for k = 1, 5, 10")
+    n = len(names)
+    for layer, head in ((0, 1), (1, 3)):
+        for k in (1, 5):
+            neg = _float(fn(model, layer, head, names, k, True), "ov_copy_score")
+            pos = _float(fn(model, layer, head, names, n - k, False), "ov_copy_score")
+            expect(abs(neg + pos - 1.0) < 1e-6,
+                   f"with the OV circuit negated, a name is in its row's top {k} exactly when it is in the bottom {k} of the "
+                   f"un-negated row, i.e. not in its top {n - k}: negative score (k={k}) + score (k={n - k}) should be 1 "
+                   f"for L{layer}H{head}; got {neg:.3f} + {pos:.3f} (does `negative` negate the head's output?)")
     perm = torch.randperm(len(names), generator=torch.Generator().manual_seed(0))
     expect(abs(_float(fn(model, 1, 2, names[perm], 5, True), "ov_copy_score") - _float(fn(model, 1, 2, names, 5, True), "")) < 1e-6,
            "the copy score should not depend on the order of the names")
@@ -372,9 +405,10 @@ def _ov_copy_score(fn):
 @_no_grad
 def _classify_heads(fn):
     z = torch.zeros(2, 3)
-    scores = {"dla": torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 2.0]]),
-              "attn_io": torch.tensor([[0.0, 0.0, 0.0], [0.6, 0.5, 0.1]]),
-              "attn_s1": torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.1, 0.1]]),
+    # (0, 1) writes the answer and attends to IO above the threshold, but to S1 even more: it is no name mover.
+    scores = {"dla": torch.tensor([[0.0, 1.5, 0.0], [1.0, -2.0, 2.0]]),
+              "attn_io": torch.tensor([[0.0, 0.5, 0.0], [0.6, 0.5, 0.1]]),
+              "attn_s1": torch.tensor([[0.0, 0.6, 0.0], [0.1, 0.1, 0.1]]),
               "attn_s2": torch.tensor([[0.3, 0.0, 0.0], [0.1, 0.1, 0.7]]),
               "previous token": torch.tensor([[0.0, 0.9, 0.0], [0.0, 0.0, 0.0]]),
               "duplicate token": torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.0]]),
@@ -386,7 +420,8 @@ def _classify_heads(fn):
     for kind, heads in want.items():
         got = {tuple(int(x) for x in head) for head in out[kind]}
         expect(got == heads, f"classify_heads on a hand-made 2 x 3 grid: class {kind!r} should be {sorted(heads)}, got "
-                             f"{sorted(got)} (thresholds are inclusive: a score equal to its threshold counts)")
+                             f"{sorted(got)} (thresholds are inclusive: a score equal to its threshold counts; a name mover "
+                             f"must attend to IO more than to S1 and to S2)")
 
 
 # ------------------------------------------------------------------------------------------- Part 7
@@ -418,6 +453,20 @@ def _mean_ablate_heads(fn):
     expect_close(fn(model, one, d.answer_ids[:1].expand(2, -1), d.word_idx["end"][:2], own_means, every),
                  _end_ld(model(one), _Sub(d, torch.zeros(2, dtype=torch.long))),
                  "ablating every head with the means of the very same prompt should change nothing", atol=1e-3)
+    # "Means" over a single other prompt are that prompt's z: ablating one head with them, at every position, is
+    # patching that head's z from the other prompt, which TransformerLens's own sweep does.
+    from transformer_lens import patching
+
+    donor = abc.tokens[:1]
+    _, donor_cache = model.run_with_cache(donor)
+    donor_means = torch.stack([donor_cache["z", layer][0] for layer in range(model.cfg.n_layers)])
+    want = _quiet(patching.get_act_patch_attn_head_out_all_pos, model, d.tokens, donor_cache,
+                  lambda logits: _end_ld(logits, d).mean())
+    for layer, head in ((0, 1), (1, 2)):
+        got = fn(model, d.tokens, *args, donor_means, [(layer, head)])
+        expect_close(got.mean(), want[layer, head], f"ablating L{layer}H{head} with the z of one ABC prompt as the means "
+                     "should equal patching that head's z (at every position) from that prompt, as "
+                     "transformer_lens.patching.get_act_patch_attn_head_out_all_pos does", atol=1e-3)
     heads = [(1, 2), (0, 1), (1, 0)]
     full = fn(model, d.tokens, *args, means, heads)
     part = fn(model, d.tokens[1:], d.answer_ids[1:], d.word_idx["end"][1:], means, heads)
@@ -445,6 +494,20 @@ def _circuit_faithfulness(fn):
     expect(abs(f - 1.0) < 1e-4, f"a circuit of every head ablates nothing: faithfulness should be 1, got {f:.4f}")
     f = _float(fn(model, d.tokens, abc.tokens, *args, [list(head) for head in every]), "circuit_faithfulness")
     expect(abs(f - 1.0) < 1e-4, f"the circuit may arrive as lists [layer, head] instead of tuples: got {f:.4f} for every head")
+    from transformer_lens import patching
+
+    donor = abc.tokens[:1]
+    _, donor_cache = model.run_with_cache(donor)
+    patched = _quiet(patching.get_act_patch_attn_head_out_all_pos, model, d.tokens, donor_cache,
+                     lambda logits: _end_ld(logits, d).mean())
+    model_ld = _end_ld(model(d.tokens), d).mean()
+    for layer, head in ((1, 2), (0, 1)):
+        circuit = [h for h in every if h != (layer, head)]
+        f = _float(fn(model, d.tokens, donor, *args, circuit), "circuit_faithfulness")
+        want = float(patched[layer, head] / model_ld)
+        expect(abs(f - want) < 1e-3, f"every head but L{layer}H{head}, with one ABC prompt as the reference (so its means are "
+               f"that prompt's z): faithfulness should be mean LD with L{layer}H{head} patched from it / mean LD of the model "
+               f"= {want:.4f}, got {f:.4f} (means over ref_tokens; a ratio of two means, not a mean of ratios)")
     one = d.tokens[:1]
     f = _float(fn(model, one, one, d.answer_ids[:1], d.word_idx["end"][:1], [(1, 2)]), "circuit_faithfulness")
     expect(abs(f - 1.0) < 1e-3, f"with the means taken over the same single prompt, ablation changes nothing: faithfulness "
