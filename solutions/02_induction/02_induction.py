@@ -56,7 +56,8 @@ print(f"n_layers={cfg.n_layers}, n_heads={cfg.n_heads}, d_model={cfg.d_model}, d
 # **Learning objectives**
 # - Build the standard test input for induction: a random sequence, then the same sequence again.
 # - Measure the loss on each copy, and read the second copy's loss as "the model copies from context".
-# - Compute the in-context learning score of Olsson et al. on natural text.
+# - Compute the in-context learning score of Olsson et al. on natural text, with an error bar, and see where
+#   in-context learning shows in this small model and where it does not.
 #
 # Random tokens have no structure a model could have learnt in training, so the first time round the loss is
 # about `log(d_vocab)` or worse. The second time, everything needed is in the context: a model with induction
@@ -72,8 +73,8 @@ print(f"n_layers={cfg.n_layers}, n_heads={cfg.n_heads}, d_model={cfg.d_model}, d
 # other than `bos`, then the same `n` tokens again. Draw them with a `torch.Generator` seeded with `seed`, so the
 # same seed gives the same batch. It works when each row's two halves are equal and BOS appears only first.
 #
-# <details><summary>Hint 1</summary>Draw <code>r = torch.randint(0, d_vocab - 1, (n_batch, n), generator=gen)</code>, then shift the ids at or above <code>bos</code> up by one: no id equals <code>bos</code>, and all others are equally likely.</details>
-# <details><summary>Hint 2</summary>BOS is not always 0: GPT-2's is 50256, the last id. <code>torch.cat([bos_column, r, r], dim=1)</code>.</details>
+# <details><summary>Hint 1</summary>BOS must never appear after position 0, and every other id should stay equally likely. Could you draw from one id fewer, then make room for BOS? (BOS is not always 0: GPT-2's is 50256, the last id.)</details>
+# <details><summary>Hint 2</summary><code>torch.randint</code> over <code>d_vocab - 1</code> values (pass <code>generator=</code>), move every id at or above <code>bos</code> up by one, and join a BOS column and the two copies with <code>torch.cat</code> along the position axis.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "generate_repeated_tokens", "locked": false, "schema_version": 3, "solution": true}
 def generate_repeated_tokens(n_batch: int, n: int, d_vocab: int, bos: int, seed: int = 0) -> Int[Tensor, "n_batch seq"]:
@@ -112,8 +113,8 @@ print(model.to_str_tokens(rep_tokens[0, :8]))
 # for `BOS + R + R`; return a tensor of 2 numbers: the mean loss (over the batch and those `n - 1` tokens) on the
 # first copy, then on the second. It works when it picks exactly the positions of a hand-made example.
 #
-# <details><summary>Hint 1</summary>Token <code>R[i]</code> of the first copy sits at position <code>1 + i</code> and is predicted at loss index <code>i</code>; in the second copy it sits at <code>n + 1 + i</code>.</details>
-# <details><summary>Hint 2</summary><code>loss_per_token[:, 1:n]</code> and <code>loss_per_token[:, n + 1:]</code>.</details>
+# <details><summary>Hint 1</summary>Entry <code>p</code> of the loss predicts token <code>p + 1</code>. Where does <code>R[i]</code> sit in each copy, and which loss index predicts it?</details>
+# <details><summary>Hint 2</summary><code>R[1] ... R[n-1]</code> sit at positions <code>2 ... n</code> in the first copy and <code>n + 2 ... 2n</code> in the second: slice the loss's position axis for each (a slice leaves out its stop), take <code>.mean()</code> of each, and <code>torch.stack</code> the two.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "loss_on_each_copy", "locked": false, "schema_version": 3, "solution": true}
 def loss_on_each_copy(loss_per_token: Float[Tensor, "batch two_n"], n: int) -> Float[Tensor, "2"]:
@@ -127,37 +128,56 @@ def loss_on_each_copy(loss_per_token: Float[Tensor, "batch two_n"], n: int) -> F
 check(loss_on_each_copy)
 
 # %% [markdown]
-# What you should see: a first-copy loss above 5 nats (`log(1024) ≈ 6.9`: the model knows nothing about random
-# tokens, and it is a little worse than uniform because it expects text), and a second-copy loss below 2 nats.
-# The plot shows the loss by position: flat and high, then a cliff where the repeat begins.
+# What you should see: a first-copy loss above `log(1024) ≈ 6.9` nats (the model knows nothing about random
+# tokens, and does a little worse than uniform because it expects text), and a second-copy loss below 2 nats.
+# The plot shows the loss by position: above 6 nats all through the first copy, then a cliff one token *after*
+# the repeat's first predictable token. Predicting `R[1]` the second time still costs more than 5 nats: the
+# induction head would need the key at position 2 to say "the token before me was `R[0]`", but no layer-0 head puts
+# even half of its attention from position 2 on position 1 (printed below; at later positions the previous-token
+# head looks one back almost always), so that one key never learns it. From `R[2]` on, the loss is below 1 nat.
 
 # %%
 first, second = loss_on_each_copy(rep_loss, N_REP)
 print(f"loss on the first copy {first:.2f} nats, on the second copy {second:.2f} nats")
+print(f"predicting R[1] the second time: {rep_loss[:, N_REP + 1].mean():.2f} nats; R[2:] the second time: "
+      f"{rep_loss[:, N_REP + 2:].mean():.2f} nats")
+_, layer0 = model.run_with_cache(rep_tokens, names_filter="blocks.0.attn.hook_pattern")
+look_back = layer0["pattern", 0].diagonal(-1, -2, -1).mean(0)  # [head, query - 1]: attention from q to q - 1
+print("layer-0 heads' attention from position 2 to 1:", [round(v, 2) for v in look_back[:, 1].tolist()],
+      "; from positions 3+ to the one before:", [round(v, 2) for v in look_back[:, 2:].mean(-1).tolist()])
 plots.lines(rep_loss.mean(0), x=torch.arange(1, 2 * N_REP + 1), title="Loss by position on BOS + R + R",
             x_title="position of the predicted token", y_title="loss (nats)")
 
 # %% [markdown]
 # ## Exercise: the in-context learning score
-# > Difficulty 1/5 · Importance 3/5 · ~5 min
+# > Difficulty 1/5 · Importance 3/5 · ~10 min
 #
-# On natural text there is no clean repeat, but later tokens still have more context to draw on. Olsson et al.
-# (2022) summarise in-context learning by one number, the *in-context learning score*: the loss on the 500th token of the
-# context minus the loss on the 50th, averaged over many texts. Negative means the model does better with more
-# context; induction heads are one way to get there. Our model's context is 128, so we compare index 100 with
-# index 10.
+# Does more context help on ordinary text too? Olsson et al. (2022) summarise in-context learning by one number,
+# the *in-context learning score*: the loss on the 500th token of the context minus the loss on the 50th, averaged
+# over many texts. Negative means the model does better with more context; induction heads are one way to get
+# there. Our model's context is only 128 tokens, so the chapter adapts the score: it keeps the tenfold ratio
+# (about 10 tokens of context against about 100), and because one position per text is a noisy measurement, it
+# averages over a **band** of positions on each side: loss indices 8-15 (early) and 96-126 (late, to the end of the
+# window).
 #
-# Build `in_context_learning_score(loss_per_token, early, late)`: `loss_per_token` is `[batch, pos - 1]`; return
-# the float `mean over the batch of loss_per_token[:, late]` minus the same at `early`. It works when a loss that
-# falls along the context gives a negative score.
+# Build `in_context_learning_score(loss_per_token, early, late)`: `loss_per_token` is `[batch, pos - 1]`; `early` and
+# `late` are `(start, stop)` pairs of loss indices, read like Python slices (`stop` is left out). Return the float
+# `mean of loss_per_token over the batch and the late band` minus the same over the early band. It works when a
+# loss that falls along the context gives a negative score, and a band `(a, b)` covers exactly indices `a ... b - 1`.
 #
-# <details><summary>Hint</summary>Late minus early: more context should help, so a good model scores below 0.</details>
+# <details><summary>Hint 1</summary>Which way round? More context should help, so a model that learns in context
+# should score below 0. Each band is a stretch of the position axis, the last one.</details>
+# <details><summary>Hint 2</summary>Slice the position axis with each band's start and stop, take the mean of each
+# slice, subtract, and use <code>.item()</code> to turn the 0-d tensor into a float.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "in_context_learning_score", "locked": false, "schema_version": 3, "solution": true}
-def in_context_learning_score(loss_per_token: Float[Tensor, "batch pos_minus_1"], early: int, late: int) -> float:
-    """Mean loss at index `late` minus mean loss at index `early` (over the batch)."""
+def in_context_learning_score(loss_per_token: Float[Tensor, "batch pos_minus_1"], early: tuple[int, int],
+                              late: tuple[int, int]) -> float:
+    """Mean loss over loss indices late[0] .. late[1] - 1 minus mean loss over early[0] .. early[1] - 1 (and the batch)."""
     ### BEGIN SOLUTION
-    return (loss_per_token[:, late].mean() - loss_per_token[:, early].mean()).item()
+    late_loss = loss_per_token[:, late[0]:late[1]].mean()
+    early_loss = loss_per_token[:, early[0]:early[1]].mean()
+    return (late_loss - early_loss).item()
     ### END SOLUTION
 
 
@@ -165,25 +185,64 @@ def in_context_learning_score(loss_per_token: Float[Tensor, "batch pos_minus_1"]
 check(in_context_learning_score)
 
 # %% [markdown]
-# The score on 200 held-out text windows shipped with the model, and on the repeated random tokens (index
-# `N_REP + 10` sits in the second copy). You should see a negative score on text, and a far more negative one
-# on repeated tokens. The plot shows the mean text loss by position: it falls over the first tokens and keeps
-# drifting down.
+# We measure the score on the 200 windows of held-out text shipped with the model (fortunes the model never saw in
+# training), and give it an error bar: a **bootstrap** 95 % interval. The texts are the unit of measurement, so we
+# draw 200 texts with replacement, compute the score of that resample with your function, repeat 1000 times, and
+# keep the middle 95 % of the scores. If the interval includes 0, these 200 texts cannot tell the model's score
+# from no in-context learning at all.
+#
+# For comparison, the same measurement where in-context learning *must* pay off: the same texts with their first 63
+# tokens repeated (`BOS + T + T`; the late band is the early band's positions in the second copy), and the repeated
+# random tokens from above (likewise).
 
 # %%
-ICL_EARLY, ICL_LATE = 10, 100
+def bootstrap_interval(statistic, loss_per_token, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of statistic(rows of loss_per_token), resampling the rows (the texts) with replacement."""
+    gen = torch.Generator().manual_seed(seed)
+    n = loss_per_token.shape[0]
+    values = torch.tensor([statistic(loss_per_token[torch.randint(0, n, (n,), generator=gen)])
+                           for _ in range(n_resamples)])
+    return values.quantile(0.025).item(), values.quantile(0.975).item()
+
+
+ICL_EARLY, ICL_LATE = (8, 16), (96, 127)
 text_tokens = torch.load(micourse.models.asset_dir("attn_only_2l") / "text_sample.pt").long()
 text_loss = model(text_tokens, return_type="loss", loss_per_token=True)
-print(f"in-context learning score on text: {in_context_learning_score(text_loss, ICL_EARLY, ICL_LATE):+.2f} nats")
-print(f"on repeated tokens (index 10 vs {N_REP + 10}): {in_context_learning_score(rep_loss, 10, N_REP + 10):+.2f} nats")
-plots.lines(text_loss.mean(0), x=torch.arange(1, text_tokens.shape[1]), title="Mean loss by position on held-out text",
+half = text_tokens[:, 1:64]                                       # T: the first 63 tokens of each window
+text_twice = torch.cat([text_tokens[:, :1], half, half], dim=1)   # BOS + T + T
+twice_loss = model(text_twice, return_type="loss", loss_per_token=True)
+settings = {
+    "held-out text": (text_loss, ICL_EARLY, ICL_LATE),
+    "the same text, repeated": (twice_loss, ICL_EARLY, (63 + ICL_EARLY[0], 63 + ICL_EARLY[1])),
+    "repeated random tokens": (rep_loss, ICL_EARLY, (N_REP + ICL_EARLY[0], N_REP + ICL_EARLY[1])),
+}
+for name, (loss, early, late) in settings.items():
+    score = in_context_learning_score(loss, early, late)
+    low, high = bootstrap_interval(lambda rows: in_context_learning_score(rows, early, late), loss)
+    print(f"{name:24s} in-context learning score {score:+.2f} nats, 95 % interval [{low:+.2f}, {high:+.2f}]")
+print("mean loss on held-out text by band of loss indices:",
+      {f"{a}-{b - 1}": round(text_loss[:, a:b].mean().item(), 2) for a, b in [(0, 1), (1, 4), (4, 16), (16, 32), (32, 64), (64, 127)]})
+plots.lines(torch.stack([text_loss.mean(0)[:126], twice_loss.mean(0)]), x=torch.arange(1, 127),
+            names=["held-out text", "the same text, repeated (BOS + T + T)"], title="Mean loss by position",
             x_title="position of the predicted token", y_title="loss (nats)")
 
 # %% [markdown]
+# What you should see. On held-out text the loss falls steeply at the very start (predicting the first token from
+# BOS alone costs more than a nat more than predicting the next three) and is flat after that: the mean loss of
+# each band from index 4 on is within 0.2 nats of the others. The band score is small (between -0.3 and +0.1 nats)
+# and its 95 % interval includes 0, if only just: **on this text, this model shows no in-context learning beyond the
+# first few tokens that 200 texts can tell from none**; if it is there, it is a fraction of a nat. That is not
+# surprising. The windows are cut from a stream of short fortunes (about 75 tokens each, separated by end-of-text
+# tokens), so a late token rarely has more *relevant* context than an early one; and a 2-layer attention-only model
+# has little to use context for beyond copying. Where copying pays, the effect is plain: on the same texts repeated
+# the score is below -0.5 nats with its whole interval below 0, and on repeated random tokens it is below -5 nats.
+
+# %% [markdown]
 # ### Recap of Part 1
-# - On `BOS + R + R` the model cannot predict the first copy and predicts the second almost perfectly: it
-#   copies from its context.
-# - On text its loss falls with position: a negative in-context learning score.
+# - On `BOS + R + R` the model cannot predict the first copy and predicts the second almost perfectly (from its
+#   second token on): it copies from its context.
+# - On held-out text, more context helps only over the first few tokens; the in-context learning score, adapted to a
+#   128-token context and given a bootstrap interval, cannot be told from 0. On repeated text it is clearly negative.
 
 # %% [markdown]
 # # Part 2 · Finding heads by their attention
@@ -213,8 +272,8 @@ plots.lines(text_loss.mean(0), x=torch.arange(1, text_tokens.shape[1]), title="M
 # Build `previous_token_score(pattern)`: the mean of `pattern[b, h, q, q - 1]` over the batch and `q = 1 ...
 # pos - 1`, per head. It works when a pattern that always attends one step back scores 1.
 #
-# <details><summary>Hint 1</summary><code>pattern.diagonal(offset, dim1=-2, dim2=-1)</code> takes a diagonal of the last two axes and puts it last; negative offsets are below the main diagonal.</details>
-# <details><summary>Hint 2</summary>Without <code>dim1</code>, <code>dim2</code>, <code>diagonal</code> uses the first two axes (batch and head).</details>
+# <details><summary>Hint 1</summary>The entries <code>pattern[..., q, q - 1]</code> for all <code>q</code> form one line in the <code>[query, key]</code> square. Which line, and can you take it out for every batch and head at once?</details>
+# <details><summary>Hint 2</summary><code>Tensor.diagonal</code> with a negative <code>offset</code> and <code>dim1=-2, dim2=-1</code> (without those it takes the batch and head axes), then <code>.mean</code> over the batch and the new last axis.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "previous_token_score", "locked": false, "schema_version": 3, "solution": true}
 def previous_token_score(pattern: Float[Tensor, "batch n_heads q_pos k_pos"]) -> Float[Tensor, "n_heads"]:
@@ -235,7 +294,8 @@ check(previous_token_score)
 # (not `q = 0`, where every head must attend to itself). It works when a pattern that spreads attention evenly
 # over the past scores `mean(1 / (q + 1))`.
 #
-# <details><summary>Hint</summary>The main diagonal, without its first entry: <code>[..., 1:]</code>.</details>
+# <details><summary>Hint 1</summary>This is the main diagonal of the <code>[query, key]</code> square; query 0 is left out, because there a head has no choice.</details>
+# <details><summary>Hint 2</summary><code>diagonal</code> of the last two axes at offset 0, without its first entry, then <code>.mean</code> over the batch and the queries.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "current_token_score", "locked": false, "schema_version": 3, "solution": true}
 def current_token_score(pattern: Float[Tensor, "batch n_heads q_pos k_pos"]) -> Float[Tensor, "n_heads"]:
@@ -255,7 +315,8 @@ check(current_token_score)
 # Build `first_token_score(pattern)`: the mean of `pattern[b, h, q, 0]` over the batch and `q = 1 ... pos - 1`.
 # It works when a pattern that always attends to BOS scores 1.
 #
-# <details><summary>Hint</summary>Key position 0 is a column: <code>pattern[..., 1:, 0]</code>.</details>
+# <details><summary>Hint 1</summary>Attention from every query to key 0 is a column of the <code>[query, key]</code> square, not a diagonal. Which queries count?</details>
+# <details><summary>Hint 2</summary>Index the key axis at 0 and the query axis from 1 on, then <code>.mean</code> over the batch and the queries.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "first_token_score", "locked": false, "schema_version": 3, "solution": true}
 def first_token_score(pattern: Float[Tensor, "batch n_heads q_pos k_pos"]) -> Float[Tensor, "n_heads"]:
@@ -279,8 +340,8 @@ check(first_token_score)
 # copy's queries `q = n + 1 ... 2 n`, per head. A head scoring above 0.4 is commonly called an induction head.
 # It works when a pattern built to attend exactly there scores 1.
 #
-# <details><summary>Hint 1</summary>The diagonal at offset <code>1 - n</code> starts at query <code>n - 1</code>: its first two entries are queries <code>n - 1</code> and <code>n</code>, still in the first copy.</details>
-# <details><summary>Hint 2</summary><code>pattern.diagonal(1 - n, dim1=-2, dim2=-1)[..., 2:]</code>. Offset <code>-n</code> would be the token's own earlier copy (a "duplicate-token" head), not the one after it.</details>
+# <details><summary>Hint 1</summary>Query <code>q</code> attends to key <code>q - n + 1</code>: a diagonal at a fixed offset. Does that diagonal begin at the first query you want?</details>
+# <details><summary>Hint 2</summary><code>diagonal</code> of the last two axes with <code>offset=1 - n</code> starts at query <code>n - 1</code>: leave out its entries for queries <code>n - 1</code> and <code>n</code>. (Offset <code>-n</code> would be the token's own earlier copy, a "duplicate-token" head.)</details>
 
 # %% nbgrader={"grade": false, "grade_id": "induction_score", "locked": false, "schema_version": 3, "solution": true}
 def induction_score(pattern: Float[Tensor, "batch n_heads q_pos k_pos"], n: int) -> Float[Tensor, "n_heads"]:
@@ -302,8 +363,8 @@ check(induction_score)
 # current-token, first-token and induction scores (in that order, as in `HEAD_KINDS`) of every head. It works
 # when it agrees with your four functions applied to `cache["pattern", layer]`.
 #
-# <details><summary>Hint 1</summary><code>model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))</code> keeps the cache small.</details>
-# <details><summary>Hint 2</summary>Stack the four scores of a layer to <code>[4, n_heads]</code>, then stack the layers on <code>dim=1</code>.</details>
+# <details><summary>Hint 1</summary>One forward pass gives every layer's pattern, and you need nothing else from it. <code>n</code> follows from the sequence length.</details>
+# <details><summary>Hint 2</summary><code>model.run_with_cache</code> with a <code>names_filter</code> that keeps only the <code>hook_pattern</code>s; <code>cache["pattern", layer]</code>; <code>torch.stack</code> the four scores of a layer, then the layers on <code>dim=1</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "head_score_table", "locked": false, "schema_version": 3, "solution": true}
 HEAD_KINDS = ("previous-token", "current-token", "first-token", "induction")
@@ -336,7 +397,8 @@ check(head_score_table)
 # if that score is at least `threshold`, otherwise `"none"`. It works when a head scoring 0.5 previous-token and
 # 0.7 induction is labelled `"induction"` at threshold 0.4.
 #
-# <details><summary>Hint</summary><code>table.max(dim=0)</code> gives the best score and its kind for every head at once.</details>
+# <details><summary>Hint 1</summary>For each head you need two things: its best score, and which kind that score is. A score exactly at the threshold counts.</details>
+# <details><summary>Hint 2</summary><code>table.max(dim=0)</code> returns both (values and indices) for every head at once; map each index through <code>HEAD_KINDS</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "label_heads", "locked": false, "schema_version": 3, "solution": true}
 def label_heads(table: Float[Tensor, "4 n_layers n_heads"], threshold: float = 0.4) -> list[list[str]]:
@@ -402,15 +464,16 @@ print(f"{gpt2.course_name}: induction heads (score >= 0.4): "
 plots.layer_head_grid(g_table[3], title=f"Induction scores of {gpt2.course_name}", diverging=False, range_color=[0, 1])
 
 # %% [markdown]
-# Online you should find 5.5 and 6.9, the induction heads the literature names, among the heads labelled
-# induction (the course's tests run offline, so this is the papers' finding, not a checked one); offline you see
-# the shipped model's induction heads again.
+# Online you should find 5.5 and 6.9 among the heads labelled induction: two of GPT-2 small's published induction
+# heads (Wang et al. 2022 list 5.5, 5.8, 5.9 and 6.9). This is the paper's result; the course checks it only in a
+# test that needs the model hub (`@pytest.mark.online`), because its tests run offline. Offline you see the shipped
+# model's induction heads again.
 
 # %% [markdown]
 # ### Recap of Part 2
 # - Four one-number summaries of attention patterns label most heads that matter here; the shipped model has one
 #   previous-token head in layer 0 and induction heads in layer 1.
-# - The same code finds GPT-2 small's induction heads.
+# - The same code runs on GPT-2 small, where (online) it should find the published induction heads.
 
 # %% [markdown]
 # # Part 3 · Hooks
@@ -437,8 +500,8 @@ plots.layer_head_grid(g_table[3], title=f"Induction scores of {gpt2.course_name}
 # induction scores, computed inside hooks on every layer's `hook_pattern` (no `run_with_cache`). Use
 # `return_type=None`: we don't need the logits. It works when it equals the induction row of `head_score_table`.
 #
-# <details><summary>Hint 1</summary>Make <code>scores = torch.zeros(n_layers, n_heads)</code> before the pass; the hook writes <code>scores[hook.layer()] = induction_score(pattern, n)</code>.</details>
-# <details><summary>Hint 2</summary><code>fwd_hooks=[(lambda name: name.endswith("hook_pattern"), hook_fn)]</code> attaches one hook function to every layer's pattern.</details>
+# <details><summary>Hint 1</summary>A hook cannot return the score to you: it has to leave it somewhere your function can read after the pass. How does the hook know which layer it is in?</details>
+# <details><summary>Hint 2</summary>Fill a tensor made before the pass, at row <code>hook.layer()</code>, with your <code>induction_score</code>; give <code>model.run_with_hooks</code> a <code>fwd_hooks</code> entry whose name is a function of the hook's name, picking every <code>hook_pattern</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "induction_scores_with_hooks", "locked": false, "schema_version": 3, "solution": true}
 def induction_scores_with_hooks(model, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "n_layers n_heads"]:
@@ -469,8 +532,8 @@ plots.layer_head_grid(induction_scores_with_hooks(model, rep_tokens), title="Ind
 #
 # To test whether a head matters, remove it and see what breaks. A head's output at every position is its `z`
 # (`[batch, pos, n_heads, d_head]`, the attention-weighted values before `W_O`); editing `hook_z` removes the head's
-# contribution and nothing else (Olsson et al. 2022 "knock out" induction heads at test time in their "Argument 3";
-# Wang et al. 2022 mean-ablate). Two common choices:
+# contribution and nothing else (Olsson et al. 2022 "knock out" induction heads at test time; Wang et al. 2022
+# mean-ablate). Two common choices:
 # - **zero-ablation** sets the head's `z` to 0: simple, but 0 may be a value the head never outputs;
 # - **mean-ablation** replaces it by its mean over a batch (per position): the head still writes its typical output,
 #   but nothing that depends on the particular input.
@@ -483,7 +546,8 @@ plots.layer_head_grid(induction_scores_with_hooks(model, rep_tokens), title="Ind
 # except that head `head` is 0 at every position. Don't change `z` itself: return the new one (a hook that returns
 # a tensor replaces the activation). It works when the other heads are untouched.
 #
-# <details><summary>Hint</summary><code>z = z.clone()</code>, then index the head axis (the third): <code>z[:, :, head] = 0</code>.</details>
+# <details><summary>Hint 1</summary>The head axis is the third of <code>[batch, pos, n_heads, d_head]</code>. And the caller's <code>z</code> must come out of your function as it went in.</details>
+# <details><summary>Hint 2</summary>Change a copy (<code>Tensor.clone</code>), not <code>z</code>; or multiply by a 0/1 mask over the head axis, which makes a new tensor anyway.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "zero_ablate_head_z", "locked": false, "schema_version": 3, "solution": true}
 def zero_ablate_head_z(z: Float[Tensor, "batch pos n_heads d_head"], head: int) -> Float[Tensor, "batch pos n_heads d_head"]:
@@ -502,11 +566,13 @@ check(zero_ablate_head_z)
 # ## Exercise: mean-ablate a head
 # > Difficulty 2/5 · Importance 4/5 · ~5 min
 #
-# Build `mean_ablate_head_z(z, head, z_mean)`: `z_mean` is `[pos, n_heads, d_head]`, the mean of `z` over a batch
-# (`z.mean(0)`); return a new tensor equal to `z` except that head `head` at position `p` is `z_mean[p, head]`, for
-# every sequence of the batch. It works when the ablated head's output is the same in every sequence.
+# Build `mean_ablate_head_z(z, head, z_mean)`: `z_mean` is `[pos, n_heads, d_head]`, the mean of `z` over some batch
+# of inputs (often `z.mean(0)` of a clean run, but it may come from another batch: use the `z_mean` you are given);
+# return a new tensor equal to `z` except that head `head` at position `p` is `z_mean[p, head]`, for every sequence
+# of the batch, and leave `z` itself unchanged. It works when the ablated head's output is the same in every sequence.
 #
-# <details><summary>Hint</summary><code>z[:, :, head] = z_mean[:, head]</code> broadcasts the <code>[pos, d_head]</code> mean over the batch. Keep the position axis: the mean over positions would erase positional information.</details>
+# <details><summary>Hint 1</summary>Which axes does <code>z_mean[:, head]</code> have, and along which axis of <code>z</code> must it be repeated? Keep positions apart: a mean over positions would erase positional information.</details>
+# <details><summary>Hint 2</summary>Work on <code>z.clone()</code>; assigning a <code>[pos, d_head]</code> tensor to one head's <code>[batch, pos, d_head]</code> slice broadcasts it over the batch.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "mean_ablate_head_z", "locked": false, "schema_version": 3, "solution": true}
 def mean_ablate_head_z(z: Float[Tensor, "batch pos n_heads d_head"], head: int,
@@ -532,8 +598,8 @@ check(mean_ablate_head_z)
 # ablated model's per-token loss: `[first-copy loss, second-copy loss]`. It works when ablating a head that
 # matters raises the second-copy loss, and a mean-ablation of an input-independent head changes nothing.
 #
-# <details><summary>Hint 1</summary>For the mean: <code>_, cache = model.run_with_cache(tokens, names_filter=name)</code>, then <code>cache[name].mean(0)</code>.</details>
-# <details><summary>Hint 2</summary><code>model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=[(name, lambda z, hook: zero_ablate_head_z(z, head))])</code>.</details>
+# <details><summary>Hint 1</summary>"mean" needs two passes: a clean one for this batch's <code>z</code> at that layer, then the ablated one. The hook itself only calls your ablation function.</details>
+# <details><summary>Hint 2</summary><code>model.run_with_cache</code> (with <code>names_filter</code>) and <code>.mean(0)</code> for the clean mean; then <code>model.run_with_hooks</code> with <code>return_type="loss"</code>, <code>loss_per_token=True</code> and a hook on <code>blocks.{layer}.attn.hook_z</code>; finish with your <code>loss_on_each_copy</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "ablated_copy_losses", "locked": false, "schema_version": 3, "solution": true}
 def ablated_copy_losses(model, tokens: Int[Tensor, "batch seq"], layer: int, head: int, mode: str = "zero") -> Float[Tensor, "2"]:
@@ -591,8 +657,8 @@ for i, mode in enumerate(("zero", "mean")):
 # that predict the second copy's `R[1:]` (positions `n + 1 ... 2 n - 1`). It works when it matches TransformerLens's
 # `cache.stack_head_results(apply_ln=True)` projected onto the correct tokens' unembedding.
 #
-# <details><summary>Hint 1</summary><code>torch.einsum("lbphe,lhed->lbphd", z, W_O)</code> is every head's output; divide by <code>ln_scale</code> (broadcast it to <code>[1, batch, pos, 1, 1]</code>).</details>
-# <details><summary>Hint 2</summary>The correct next token at position <code>p</code> is <code>tokens[:, p + 1]</code>: <code>W_U[:, tokens[:, 1:]]</code> is <code>[d_model, batch, pos - 1]</code>, to pair with positions <code>0 ... pos - 2</code>.</details>
+# <details><summary>Hint 1</summary>Three steps: each head's output in the residual stream (<code>z</code> through its <code>W_O</code>), divided by the frozen scale, then dotted with the unembedding column of the token that comes <i>next</i>. Which positions predict the second copy's <code>R[1:]</code>?</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code> for every head's <code>z W_O</code> at once; index the columns of <code>W_U</code> with <code>tokens[:, 1:]</code> to pair position <code>p</code> with token <code>p + 1</code>; average over the batch and positions <code>n + 1 ... 2n - 1</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "head_logit_attribution", "locked": false, "schema_version": 3, "solution": true}
 def head_logit_attribution(z: Float[Tensor, "n_layers batch pos n_heads d_head"],
@@ -628,8 +694,9 @@ plots.bar(dla.flatten(), labels=[f"L{layer}H{h}" for layer in range(cfg.n_layers
 # %% [markdown]
 # ### Recap of Part 3
 # - Hooks read or rewrite activations during the forward pass: scores without a cache, ablations by editing `z`.
-# - Ablating the previous-token head or an induction head wrecks the second copy; the induction heads write
-#   the correct token directly, the previous-token head only through them.
+# - Ablating the previous-token head or an induction head raises the second-copy loss by over a nat (by several
+#   for the previous-token head); the induction heads write the correct token directly, the previous-token head
+#   only through them.
 
 # %% [markdown]
 # # Part 4 · The circuit in the weights
@@ -655,9 +722,11 @@ plots.bar(dla.flatten(), labels=[f"L{layer}H{h}" for layer in range(cfg.n_layers
 # token `t` raises `t` most"; for random matrices it is about `1 / d_vocab`.
 #
 # Build `diagonal_argmax_fraction(M)`: `M` is `[n, n]`; return the float fraction of rows `i` with
-# `argmax_j M[i, j] == i`. It works when the identity matrix gives 1.
+# `argmax_j M[i, j] == i`. It works when the identity matrix gives 1. (Ties at a row's maximum are left
+# unspecified: products of float weights do not have them, and no check uses a matrix that has them.)
 #
-# <details><summary>Hint</summary><code>M.argmax(dim=-1) == torch.arange(n)</code>; the argmax over rows (<code>dim=0</code>) answers another question.</details>
+# <details><summary>Hint 1</summary>For each row, where is its largest entry? Compare that with the row's own index.</details>
+# <details><summary>Hint 2</summary><code>argmax</code> over the last axis (the columns; <code>dim=0</code> answers another question), compared with <code>torch.arange</code>; the mean of the booleans as floats.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "diagonal_argmax_fraction", "locked": false, "schema_version": 3, "solution": true}
 def diagonal_argmax_fraction(M: Float[Tensor, "n n"]) -> float:
@@ -675,7 +744,7 @@ check(diagonal_argmax_fraction)
 # > Difficulty 2/5 · Importance 5/5 · ~10 min
 #
 # An induction head must *copy*: having attended to `B`, it should raise the logit of `B` (Elhage et al. 2021,
-# "copying" OV circuits; Olsson et al. 2022, "Argument 5").
+# "copying" OV circuits; Olsson et al. 2022 make copying one of the two properties that define an induction head).
 #
 # Build `ov_copy_fractions(W_E, W_V, W_O, W_U)`: `W_E` `[d_vocab, d_model]`, `W_V` `[n_layers, n_heads, d_model,
 # d_head]`, `W_O` `[n_layers, n_heads, d_head, d_model]`, `W_U` `[d_model, d_vocab]`; return `[n_layers, n_heads]`:
@@ -683,7 +752,8 @@ check(diagonal_argmax_fraction)
 # to; columns: the output logits). It works when a head whose `W_V W_O` is the identity on a model with `W_U =
 # W_E^T` scores 1.
 #
-# <details><summary>Hint</summary>Multiply the small factors first: <code>(W_E @ W_V[l, h]) @ (W_O[l, h] @ W_U)</code> is two cheap products and one <code>[d_vocab, d_vocab]</code>.</details>
+# <details><summary>Hint 1</summary>A head's full OV circuit is a <code>[d_vocab, d_vocab]</code> product of four matrices; the order in which you multiply decides what it costs.</details>
+# <details><summary>Hint 2</summary>Loop over layers and heads; form the thin products on each side first (<code>W_E</code> with <code>W_V</code>, <code>W_O</code> with <code>W_U</code>), multiply those two, and hand the result to your <code>diagonal_argmax_fraction</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "ov_copy_fractions", "locked": false, "schema_version": 3, "solution": true}
 def ov_copy_fractions(W_E: Float[Tensor, "d_vocab d_model"], W_V: Float[Tensor, "n_layers n_heads d_model d_head"],
@@ -728,8 +798,8 @@ plots.layer_head_grid(ov_copy, title="Fraction of tokens the full OV circuit map
 # softmax over keys. Return `[n_heads, n_pos, n_pos]`. It works when every row sums to 1 with nothing above the
 # diagonal, and scoring it with `previous_token_score(patterns[None])` finds the previous-token head.
 #
-# <details><summary>Hint 1</summary><code>torch.einsum("pd,hde->hpe", x, W_Q) + b_Q[:, None]</code> gives <code>[n_heads, n_pos, d_head]</code>.</details>
-# <details><summary>Hint 2</summary>Mask with <code>torch.triu(torch.ones(n_pos, n_pos, dtype=torch.bool), diagonal=1)</code> and <code>masked_fill(..., float("-inf"))</code> before the softmax.</details>
+# <details><summary>Hint 1</summary>Treat the normalised positional embeddings as the whole residual stream: after that it is an ordinary attention pattern, with its bias terms, the 1/sqrt(d_head) scale and the causal mask.</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code> for every head's queries and keys (add the biases) and for the scores; <code>torch.triu(..., diagonal=1)</code> marks the future keys for <code>masked_fill</code> before <code>softmax</code> over the keys.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "positional_patterns", "locked": false, "schema_version": 3, "solution": true}
 def positional_patterns(W_pos: Float[Tensor, "n_pos d_model"], W_Q: Float[Tensor, "n_heads d_model d_head"],
@@ -780,8 +850,8 @@ plots.attention_pattern(pos_patterns[prev_head, :24, :24], [str(p) for p in rang
 # `FactoredMatrix` `[d_vocab (query token), d_vocab (previous token at the key)]` equal to
 # `(W_E W_Q1) (W_E W_V0 W_O0 W_K1)^T`. It works when `.AB` equals the dense product.
 #
-# <details><summary>Hint 1</summary><code>FactoredMatrix(A, B)</code> stands for <code>A @ B</code> with <code>A</code> <code>[d_vocab, d_head]</code>, <code>B</code> <code>[d_head, d_vocab]</code>.</details>
-# <details><summary>Hint 2</summary>The previous-token head's OV sits on the <b>key</b> side: that is what makes it K-composition (on the query side it would be Q-composition).</details>
+# <details><summary>Hint 1</summary>Which side of the attention score does the previous-token head change, the query's or the key's? That side gets <code>W_V0 W_O0</code> between the embedding and its own weight.</details>
+# <details><summary>Hint 2</summary><code>FactoredMatrix(A, B)</code> stands for <code>A @ B</code> without forming it: here <code>A</code> is the query side <code>[d_vocab, d_head]</code> and <code>B</code> the transposed key side <code>[d_head, d_vocab]</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "k_composition_circuit", "locked": false, "schema_version": 3, "solution": true}
 def k_composition_circuit(W_E: Float[Tensor, "d_vocab d_model"], W_V0: Float[Tensor, "d_model d_head"],
@@ -799,7 +869,7 @@ check(k_composition_circuit)
 # %% [markdown]
 # For each induction head, how often the diagonal wins in its K-composition circuit through the previous-token
 # head, and, for contrast, through another layer-0 head. You should see the diagonal win in nearly every row
-# (above 90 %) through the previous-token head, and rarely through the other.
+# (above 90 %) through the previous-token head, and in under 10 % of rows through the other.
 
 # %%
 other = (prev_head + 1) % cfg.n_heads
@@ -827,8 +897,8 @@ plots.heatmap(kc[:40, :40], title=f"K-composition circuit L0H{prev_head} -> L1H{
 # return `[n_a, n_b]` with the score of every (writer, reader) pair. It works when identity matrices of size `d`
 # give `1 / sqrt(d)`.
 #
-# <details><summary>Hint 1</summary><code>torch.einsum("aij,bjk->abik", W_A, W_B)</code> is every product; <code>torch.linalg.matrix_norm</code> takes the Frobenius norm of the last two axes.</details>
-# <details><summary>Hint 2</summary>Order matters: the writer comes first (<code>x W_A</code> is then read by <code>W_B</code>).</details>
+# <details><summary>Hint 1</summary>Every writer with every reader: one product per pair, then three Frobenius norms. Order matters: the writer comes first (<code>x W_A</code> is then read by <code>W_B</code>).</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code> forms all products at once with the two pair axes in front; <code>torch.linalg.matrix_norm</code> takes the Frobenius norm of the last two axes; broadcast the two norm vectors to <code>[n_a, n_b]</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "pairwise_composition_scores", "locked": false, "schema_version": 3, "solution": true}
 def pairwise_composition_scores(W_A: Float[Tensor, "n_a d_model d_model"],
@@ -856,8 +926,8 @@ check(pairwise_composition_scores)
 # `n_samples` independent random pairs (use `torch.randn`, so `torch.manual_seed` makes it repeatable). It works
 # when the scores are stable from one call to the next (their mean agrees to 0.01).
 #
-# <details><summary>Hint 1</summary>Standard normal (<code>torch.randn</code>), not uniform on [0, 1) (<code>torch.rand</code>): all-positive matrices line up with each other far more than random directions do.</details>
-# <details><summary>Hint 2</summary>Batch it: <code>torch.randn(n_samples, d_model, d_head) @ torch.randn(n_samples, d_head, d_model)</code>, and <code>pairwise_composition_scores</code> is not needed: only matching pairs.</details>
+# <details><summary>Hint 1</summary>Random directions in many dimensions rarely line up; all-positive matrices always do. Which random numbers give random directions? Each sample needs a pair of its own.</details>
+# <details><summary>Hint 2</summary><code>torch.randn</code> (standard normal), batched with a leading <code>n_samples</code> axis, and batched <code>@</code>; only matching pairs, so <code>pairwise_composition_scores</code> (every sample against every other) is not what you want.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "random_composition_scores", "locked": false, "schema_version": 3, "solution": true}
 def random_composition_scores(d_model: int, d_head: int, n_samples: int = 1000) -> Float[Tensor, "n_samples"]:
@@ -904,7 +974,8 @@ plots.heatmap(k_comp - baseline.mean(), x_labels=[f"L1H{h}" for h in range(cfg.n
 # `head` of layer `layer` at `hook_z` and return every head's induction score `[n_layers, n_heads]` from the same
 # (ablated) forward pass. It works when ablating a head of the last layer leaves every other head's score unchanged.
 #
-# <details><summary>Hint</summary>One <code>run_with_hooks</code> with two kinds of hooks: your zero-ablation on <code>blocks.{layer}.attn.hook_z</code>, and the score hooks of <code>induction_scores_with_hooks</code> on every <code>hook_pattern</code>.</details>
+# <details><summary>Hint 1</summary>The ablation and the measurement must happen in the same forward pass: the layer-1 heads have to see the ablated head's missing output.</details>
+# <details><summary>Hint 2</summary>One <code>model.run_with_hooks</code> with two kinds of hooks: your <code>zero_ablate_head_z</code> on <code>blocks.{layer}.attn.hook_z</code>, and the score hooks of <code>induction_scores_with_hooks</code> on every <code>hook_pattern</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "induction_scores_after_ablation", "locked": false, "schema_version": 3, "solution": true}
 def induction_scores_after_ablation(model, tokens: Int[Tensor, "batch seq"], layer: int, head: int) -> Float[Tensor, "n_layers n_heads"]:
@@ -929,7 +1000,7 @@ check(induction_scores_after_ablation)
 
 # %% [markdown]
 # You should see every layer-1 induction score fall below 0.1 when the previous-token head is ablated, while
-# ablating another layer-0 head leaves them high. The induction circuit, confirmed three ways: the previous-token
+# ablating another layer-0 head leaves every induction head at 0.4 or more. The induction circuit, confirmed three ways: the previous-token
 # head attends by position; the induction heads' keys read it (K-composition) and their OV circuits copy; and
 # without it, induction is gone.
 
@@ -955,7 +1026,7 @@ for src in (prev_head, other):
 # - Log head scores during training, and find the phase change in the log.
 # - See that a 1-layer model, trained the same way, never forms induction heads.
 #
-# Olsson et al. (2022, "Argument 1") found that induction heads appear abruptly, early in training, at the same
+# Olsson et al. (2022) found that induction heads appear abruptly, early in training, at the same
 # time as a bump in the loss curve and a sharp improvement in in-context learning; models with one layer, which
 # cannot build them, show no such change. You will reproduce this on the CPU with a small model and synthetic data:
 #
@@ -991,8 +1062,8 @@ for src in (prev_head, other):
 # It works when each row has BOS first, bigram text before its span, a span of allowed length repeating to the end,
 # and `is_repeat` marks exactly the predictable part.
 #
-# <details><summary>Hint 1</summary>Sample the bigram text for the whole batch at once, one position at a time: <code>torch.multinomial(transitions[tokens[:, p - 1]], 1, generator=gen)[:, 0]</code>.</details>
-# <details><summary>Hint 2</summary>Then loop over the rows for the span: <code>int(torch.randint(min_len, max_len + 1, (1,), generator=gen))</code> and so on. <code>R.repeat(k)[:seq_len - s]</code> tiles it.</details>
+# <details><summary>Hint 1</summary>The bigram text can be drawn for the whole batch at once, one position at a time (each position depends only on the one before it). The span is different in every row.</details>
+# <details><summary>Hint 2</summary><code>torch.multinomial</code> on the rows of <code>transitions</code> picked by the previous tokens (with <code>generator=</code>); per row, <code>torch.randint</code> for the length, the start and the span, and <code>Tensor.repeat</code> then a slice to tile the span to the end.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "make_induction_batch", "locked": false, "schema_version": 3, "solution": true}
 def make_induction_batch(n_batch: int, seq_len: int, transitions: Float[Tensor, "d_vocab d_vocab"], min_len: int,
@@ -1041,7 +1112,8 @@ for row, marks in zip(example.tolist(), example_repeat.tolist()):
 # last layer are the same.) It works when it agrees with `head_score_table` and `loss_on_each_copy` on the shipped
 # model.
 #
-# <details><summary>Hint</summary><code>table = head_score_table(model, probe_tokens)</code>: <code>table[0, 0].max()</code> and <code>table[3, -1].max()</code>; <code>float(...)</code> turns a 0-d tensor into a number.</details>
+# <details><summary>Hint 1</summary>Everything needed is built already: the head-score table and the loss on each copy. "First" and "last" layer are indices into the table's layer axis.</details>
+# <details><summary>Hint 2</summary><code>head_score_table</code> (rows in <code>HEAD_KINDS</code> order) and <code>.max()</code> over one layer's heads; <code>loss_on_each_copy</code> of the model's per-token loss; <code>float(...)</code> for each value.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "training_probe", "locked": false, "schema_version": 3, "solution": true}
 def training_probe(model, probe_tokens: Int[Tensor, "batch seq"]) -> dict[str, float]:
@@ -1065,8 +1137,8 @@ check(training_probe)
 # `micourse.induction.train` is a plain AdamW loop (read it: one screen): each step it asks your
 # `make_induction_batch` for a fresh batch, and every `log_every` steps it logs the mean training loss, the loss on
 # the `is_repeat` tokens and on the others, and your `training_probe` on `BOS + R + R` with `R` of 16 tokens. The
-# configuration, `micourse.induction.SMALL_RUN`, is printed below. On two CPU cores its 600 steps take well under a
-# minute when the machine is quiet (`bench/bench_induction_training.py` measures it).
+# configuration, `micourse.induction.SMALL_RUN`, is printed below. Its 600 steps take one to a few minutes on one CPU
+# thread, depending on what else the machine is doing (`bench/bench_induction_training.py` measures it).
 
 # %%
 print(RUN)
@@ -1090,7 +1162,8 @@ log_2l = micourse.induction.train(model_2l, batches, lambda m: training_probe(m,
 # log's steps and, say, its induction scores); return the first step whose score is at least `threshold`, or `-1` if
 # none is. It works on a hand-made log.
 #
-# <details><summary>Hint</summary>Return the <b>step</b>, not its index in the list: the log has one row every few steps.</details>
+# <details><summary>Hint 1</summary>Return the step, not its index in the list: the log has one row every few steps. A score equal to the threshold counts.</details>
+# <details><summary>Hint 2</summary>Walk the two lists together with <code>zip</code> and return at the first hit; after the loop, <code>-1</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "phase_change_step", "locked": false, "schema_version": 3, "solution": true}
 def phase_change_step(steps: list, scores: list, threshold: float = 0.4) -> int:
@@ -1108,11 +1181,11 @@ check(phase_change_step)
 
 # %% [markdown]
 # The training curves. You should see, in order: the loss falling fast as the model learns the bigram chain;
-# a stretch in which both head scores stay near 0 and the loss on repeated tokens falls only slowly (the
+# a stretch in which both head scores stay below 0.2 and the loss on repeated tokens falls by less than a nat (the
 # model learns that tokens already in the context tend to recur, a trick that needs no induction head); then,
-# within a few dozen steps, the previous-token and induction scores shoot up together while the repeat loss
-# collapses, and the loss on the *other* tokens (bottom panel) bumps up briefly as the model reorganises: the
-# phase change. (`python -m bench.bench_induction_training --seeds 0 1 2` times this run and checks it, and two
+# within well under a hundred steps, the previous-token and induction scores shoot up together (each by more than
+# 0.3) while the repeat loss falls to less than half, and the loss on the *other* tokens (bottom panel) bumps up by
+# a tenth of a nat or more and comes back down as the model reorganises: the phase change. (`python -m bench.bench_induction_training --seeds 0 1 2` times this run and checks it, and two
 # more seeds, for a phase change.)
 
 # %%
@@ -1146,8 +1219,8 @@ model_1l = micourse.induction.make_model(n_layers=1, seed=SEED)
 log_1l = micourse.induction.train(model_1l, batches, lambda m: training_probe(m, probe_tokens), desc="1-layer")
 
 # %% [markdown]
-# You should see the 1-layer model's induction score stay near 0 throughout, its repeat loss plateau far above the
-# 2-layer model's, and no phase change.
+# You should see the 1-layer model's induction score stay near 0 throughout (below 0.1) and no phase change. Its
+# repeat loss does fall, by over a nat (the weaker trick), but it ends more than a nat above the 2-layer model's.
 
 # %%
 print(f"final repeat loss: 1 layer {log_1l[-1]['repeat_loss']:.2f}, 2 layers {log_2l[-1]['repeat_loss']:.2f}; "

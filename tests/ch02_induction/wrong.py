@@ -86,6 +86,11 @@ def generate_repeated_tokens_without_bos(n_batch, n, d_vocab, bos, seed=0):
     return torch.cat([r, r], dim=1)
 
 
+def generate_repeated_tokens_same_row_repeated(n_batch, n, d_vocab, bos, seed=0):
+    r = _repeated(1, n, d_vocab, bos, torch.Generator().manual_seed(seed)).expand(n_batch, n)
+    return torch.cat([torch.full((n_batch, 1), bos), r, r], dim=1)
+
+
 def generate_repeated_tokens_ignoring_seed(n_batch, n, d_vocab, bos, seed=0):
     r = torch.randint(0, d_vocab - 1, (n_batch, n))
     r = r + (r >= bos).long()
@@ -101,7 +106,15 @@ def loss_on_each_copy_off_by_one(loss_per_token, n):
 
 
 def in_context_learning_score_early_minus_late(loss_per_token, early, late):
-    return (loss_per_token[:, early].mean() - loss_per_token[:, late].mean()).item()
+    return (loss_per_token[:, early[0]:early[1]].mean() - loss_per_token[:, late[0]:late[1]].mean()).item()
+
+
+def in_context_learning_score_first_index_only(loss_per_token, early, late):
+    return (loss_per_token[:, late[0]].mean() - loss_per_token[:, early[0]].mean()).item()
+
+
+def in_context_learning_score_stop_included(loss_per_token, early, late):
+    return (loss_per_token[:, late[0]:late[1] + 1].mean() - loss_per_token[:, early[0]:early[1] + 1].mean()).item()
 
 
 # ------------------------------------------------------------------------------------------- Part 2
@@ -194,6 +207,22 @@ def zero_ablate_head_z_keeping_only_head(z, head):
     out = torch.zeros_like(z)
     out[:, :, head] = z[:, :, head]
     return out
+
+
+def zero_ablate_head_z_in_place(z, head):
+    z[:, :, head] = 0.0
+    return z
+
+
+def mean_ablate_head_z_in_place(z, head, z_mean):
+    z[:, :, head] = z_mean[:, head]
+    return z
+
+
+def mean_ablate_head_z_in_place_without_grad(z, head, z_mean):
+    with torch.no_grad():
+        z[:, :, head] = z_mean[:, head]
+    return z
 
 
 def mean_ablate_head_z_mean_over_positions(z, head, z_mean):
@@ -336,6 +365,11 @@ def random_composition_scores_uniform(d_model, d_head, n_samples=1000):
     return torch.linalg.matrix_norm(A @ B) / (torch.linalg.matrix_norm(A) * torch.linalg.matrix_norm(B))
 
 
+def random_composition_scores_full_rank(d_model, d_head, n_samples=1000):
+    A, B = torch.randn(n_samples, d_model, d_model), torch.randn(n_samples, d_model, d_model)  # d_head ignored
+    return torch.linalg.matrix_norm(A @ B) / (torch.linalg.matrix_norm(A) * torch.linalg.matrix_norm(B))
+
+
 def random_composition_scores_one_pair_repeated(d_model, d_head, n_samples=1000):
     A = torch.randn(d_model, d_head) @ torch.randn(d_head, d_model)
     B = torch.randn(d_model, d_head) @ torch.randn(d_head, d_model)
@@ -352,7 +386,7 @@ def induction_scores_after_ablation_always_layer_0(model, tokens, layer, head):
 
 # ------------------------------------------------------------------------------------------- Part 5
 def _induction_batch(n_batch, seq_len, transitions, min_len, max_len, seed, fixed_start=False, fixed_length=False,
-                     mask_from=1, tile=True, span_from_text=False):
+                     mask_from=1, tile=True, span_from_text=False, last_start=0, span_low=1):
     gen = torch.Generator().manual_seed(seed)
     d_vocab = transitions.shape[0]
     tokens = torch.zeros(n_batch, seq_len, dtype=torch.long)
@@ -361,8 +395,9 @@ def _induction_batch(n_batch, seq_len, transitions, min_len, max_len, seed, fixe
     is_repeat = torch.zeros(n_batch, seq_len, dtype=torch.bool)
     for b in range(n_batch):
         length = max_len if fixed_length else int(torch.randint(min_len, max_len + 1, (1,), generator=gen))
-        start = 1 if fixed_start else int(torch.randint(1, seq_len - 2 * length + 1, (1,), generator=gen))
-        span = tokens[b, start:start + length].clone() if span_from_text else torch.randint(1, d_vocab, (length,), generator=gen)
+        start = 1 if fixed_start else int(torch.randint(1, seq_len - 2 * length + 1 - last_start, (1,), generator=gen))
+        span = (tokens[b, start:start + length].clone() if span_from_text
+                else torch.randint(span_low, d_vocab, (length,), generator=gen))
         if tile:
             rest = seq_len - start
             tokens[b, start:] = span.repeat(rest // length + 1)[:rest]
@@ -386,6 +421,14 @@ def make_induction_batch_repeat_mask_one_early(n_batch, seq_len, transitions, mi
 
 def make_induction_batch_span_from_the_chain(n_batch, seq_len, transitions, min_len, max_len, seed=0):
     return _induction_batch(n_batch, seq_len, transitions, min_len, max_len, seed, span_from_text=True)
+
+
+def make_induction_batch_start_never_at_the_end(n_batch, seq_len, transitions, min_len, max_len, seed=0):
+    return _induction_batch(n_batch, seq_len, transitions, min_len, max_len, seed, last_start=1)  # 1 .. seq_len - 2L - 1
+
+
+def make_induction_batch_span_may_hold_bos(n_batch, seq_len, transitions, min_len, max_len, seed=0):
+    return _induction_batch(n_batch, seq_len, transitions, min_len, max_len, seed, span_low=0)
 
 
 def make_induction_batch_two_copies_only(n_batch, seq_len, transitions, min_len, max_len, seed=0):
@@ -439,9 +482,10 @@ def phase_change_step_last_crossing(steps, scores, threshold=0.4):
 WRONG = {
     "generate_repeated_tokens": [generate_repeated_tokens_assuming_bos_is_zero, generate_repeated_tokens_including_bos,
                                  generate_repeated_tokens_with_fresh_second_copy, generate_repeated_tokens_without_bos,
-                                 generate_repeated_tokens_ignoring_seed],
+                                 generate_repeated_tokens_ignoring_seed, generate_repeated_tokens_same_row_repeated],
     "loss_on_each_copy": [loss_on_each_copy_including_first_tokens, loss_on_each_copy_off_by_one],
-    "in_context_learning_score": [in_context_learning_score_early_minus_late],
+    "in_context_learning_score": [in_context_learning_score_early_minus_late, in_context_learning_score_first_index_only,
+                                  in_context_learning_score_stop_included],
     "previous_token_score": [previous_token_score_next_token, previous_token_score_diagonal_of_batch_and_heads],
     "current_token_score": [current_token_score_including_query_zero],
     "first_token_score": [first_token_score_including_query_zero],
@@ -449,8 +493,9 @@ WRONG = {
     "head_score_table": [head_score_table_layers_first, head_score_table_induction_first, head_score_table_fixed_n],
     "label_heads": [label_heads_first_kind_above_threshold, label_heads_without_threshold, label_heads_strictly_above],
     "induction_scores_with_hooks": [induction_scores_with_hooks_duplicate_token_offset, induction_scores_with_hooks_only_last_layer],
-    "zero_ablate_head_z": [zero_ablate_head_z_wrong_axis, zero_ablate_head_z_keeping_only_head],
-    "mean_ablate_head_z": [mean_ablate_head_z_mean_over_positions, mean_ablate_head_z_using_own_batch],
+    "zero_ablate_head_z": [zero_ablate_head_z_wrong_axis, zero_ablate_head_z_keeping_only_head, zero_ablate_head_z_in_place],
+    "mean_ablate_head_z": [mean_ablate_head_z_mean_over_positions, mean_ablate_head_z_using_own_batch,
+                           mean_ablate_head_z_in_place, mean_ablate_head_z_in_place_without_grad],
     "ablated_copy_losses": [ablated_copy_losses_always_layer_0, ablated_copy_losses_mean_over_batch_and_positions,
                             ablated_copy_losses_zero_whatever_the_mode],
     "head_logit_attribution": [head_logit_attribution_current_token, head_logit_attribution_without_ln_scale,
@@ -462,12 +507,14 @@ WRONG = {
     "k_composition_circuit": [k_composition_circuit_q_composition, k_composition_circuit_without_previous_token_head,
                               k_composition_circuit_transposed],
     "pairwise_composition_scores": [pairwise_composition_scores_reader_first, pairwise_composition_scores_squared_norms],
-    "random_composition_scores": [random_composition_scores_uniform, random_composition_scores_one_pair_repeated],
+    "random_composition_scores": [random_composition_scores_uniform, random_composition_scores_one_pair_repeated,
+                                  random_composition_scores_full_rank],
     "induction_scores_after_ablation": [induction_scores_after_ablation_without_ablating,
                                         induction_scores_after_ablation_always_layer_0],
     "make_induction_batch": [make_induction_batch_fixed_start, make_induction_batch_fixed_length,
                              make_induction_batch_repeat_mask_one_early, make_induction_batch_span_from_the_chain,
-                             make_induction_batch_two_copies_only],
+                             make_induction_batch_two_copies_only, make_induction_batch_start_never_at_the_end,
+                             make_induction_batch_span_may_hold_bos],
     "training_probe": [training_probe_induction_from_first_layer, training_probe_mean_over_heads,
                        training_probe_previous_token_from_last_layer],
     "phase_change_step": [phase_change_step_returns_index, phase_change_step_strict, phase_change_step_last_crossing],

@@ -87,6 +87,7 @@ def _generate_repeated_tokens(fn):
         expect(bool((tokens[:, 1:31] == tokens[:, 31:]).all()), "the second half of each row should repeat the first")
         expect(not bool((tokens[:, 1:] == bos).any()), f"BOS (id {bos}) must not appear after position 0")
         expect(bool(((tokens >= 0) & (tokens < d_vocab)).all()), f"ids must lie in 0 .. {d_vocab - 1}")
+    expect(not torch.equal(tokens[0], tokens[1]), "each row should be drawn on its own (rows 0 and 1 are equal)")
     big = fn(20, 100, 7, 3, 0)
     expect(set(big[:, 1:].unique().tolist()) == {0, 1, 2, 4, 5, 6}, "with d_vocab 7 and BOS 3, every other id should occur")
     expect(torch.equal(fn(2, 10, 50, 0, 7), fn(2, 10, 50, 0, 7)), "the same seed should give the same tokens")
@@ -109,11 +110,15 @@ def _loss_on_each_copy(fn):
 
 @visible("in_context_learning_score")
 def _in_context_learning_score(fn):
-    loss = torch.tensor([[5.0, 4.0, 3.0, 2.0], [7.0, 6.0, 5.0, 2.0]])
-    expect_close(torch.tensor(_float(fn(loss, 0, 3), "in_context_learning_score")), torch.tensor(-4.0),
-                 "in_context_learning_score(loss, early=0, late=3): mean loss at 3 minus mean loss at 0")
-    expect_close(torch.tensor(_float(fn(loss, 1, 2), "in_context_learning_score")), torch.tensor(-1.0),
-                 "in_context_learning_score(loss, early=1, late=2)")
+    loss = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [7.0, 6.0, 5.0, 2.0, 0.0]])
+    expect_close(torch.tensor(_float(fn(loss, (0, 2), (3, 5)), "in_context_learning_score")), torch.tensor(-4.25),
+                 "in_context_learning_score(loss, early=(0, 2), late=(3, 5)): mean loss over indices 3, 4 minus the "
+                 "mean over indices 0, 1 (a band (a, b) is a slice: b is left out)")
+    expect_close(torch.tensor(_float(fn(loss, (1, 2), (2, 3)), "in_context_learning_score")), torch.tensor(-1.0),
+                 "in_context_learning_score(loss, early=(1, 2), late=(2, 3)): one-index bands")
+    rising = torch.linspace(1.0, 3.0, 20).expand(3, 20)
+    expect(_float(fn(rising, (0, 5), (15, 20)), "in_context_learning_score") > 0,
+           "a loss that rises along the context should give a positive score (late minus early)")
 
 
 # ------------------------------------------------------------------------------------------- Part 2
@@ -232,11 +237,12 @@ def _zero_ablate_head_z(fn):
 @_no_grad
 def _mean_ablate_head_z(fn):
     z = torch.randn(3, 5, 4, 2)
-    z_mean = z.mean(0)
+    z_mean = torch.randn(8, 5, 4, 2).mean(0)  # the mean of another (reference) batch, as the argument says
     before = z.clone()
     out = _tensor(fn(z, 1, z_mean), "mean_ablate_head_z")
     expect_shape(out, (3, 5, 4, 2), "mean_ablate_head_z(z, 1, z_mean)")
-    expect_close(out[:, :, 1], z_mean[None, :, 1].expand(3, 5, 2), "head 1 should be z_mean[:, 1] in every sequence")
+    expect_close(out[:, :, 1], z_mean[None, :, 1].expand(3, 5, 2),
+                 "head 1 should be z_mean[:, 1] (the mean you are given, not z's own) in every sequence")
     keep = [0, 2, 3]
     expect_close(out[:, :, keep], z[:, :, keep], "the other heads should be unchanged")
     expect(torch.equal(z, before), "don't change z in place: return a new tensor")
@@ -259,6 +265,12 @@ def _ablated_copy_losses(fn):
     clean_all = model(tokens, return_type="loss", loss_per_token=True)
     expect(zeroed[1] > clean_all[:, N + 1:].mean() + 1.0,
            f"zero-ablating the previous-token head L0H{prev_head} should raise the second-copy loss by over a nat")
+    ind_head = int(_definition(cache["pattern", 1], _ind_pairs(N)).argmax())
+    other = next(h for h in range(4) if h not in (prev_head, ind_head))
+    expect(fn(model, tokens, 1, ind_head, "zero")[1] > clean_all[:, N + 1:].mean() + 0.5,
+           f"zero-ablating the induction head L1H{ind_head} (layer 1) should raise the second-copy loss")
+    expect(abs(fn(model, tokens, 1, other, "zero")[1] - fn(model, tokens, 0, other, "zero")[1]) > 1e-6,
+           f"ablating L1H{other} and L0H{other} should not give the same losses: hook the given layer's hook_z")
 
 
 @visible("head_logit_attribution")
@@ -278,25 +290,31 @@ def _head_logit_attribution(fn):
 # ------------------------------------------------------------------------------------------- Part 4
 @visible("diagonal_argmax_fraction")
 def _diagonal_argmax_fraction(fn):
+    # No ties at any row's maximum here (the exercise leaves ties unspecified; float weights don't have them).
     expect_close(torch.tensor(_float(fn(torch.eye(5)), "diagonal_argmax_fraction")), torch.tensor(1.0),
                  "diagonal_argmax_fraction of the identity")
-    M = torch.tensor([[3.0, 1.0, 0.0], [5.0, 2.0, 0.0], [0.0, 0.0, 1.0]])  # rows 0 and 2 peak on the diagonal
-    expect_close(torch.tensor(_float(fn(M), "diagonal_argmax_fraction")), torch.tensor(2 / 3),
-                 "diagonal_argmax_fraction of a hand-made matrix (argmax of each row)")
+    M = torch.tensor([[2.0, 0.0, 0.0], [3.0, 1.0, 0.0], [2.5, 0.0, 0.5]])  # every row peaks at column 0
+    expect_close(torch.tensor(_float(fn(M), "diagonal_argmax_fraction")), torch.tensor(1 / 3),
+                 "diagonal_argmax_fraction of a hand-made matrix whose rows all peak in column 0 (argmax of each row, "
+                 "over the columns: only row 0 wins)")
 
 
 @visible("ov_copy_fractions")
 @_no_grad
 def _ov_copy_fractions(fn):
+    # Hand-made heads with full-rank OV (d_head = d), and no ties at any row's maximum.
     d = 6
     W_E, W_U = torch.eye(d), torch.eye(d)
-    W_V = torch.stack([torch.eye(d)[None, :, :3].expand(2, d, 3)] * 1)  # [1 layer, 2 heads, d, 3]
-    W_O = torch.stack([torch.eye(d)[None, :3, :].expand(2, 3, d)] * 1).clone()
-    W_O[0, 1] *= -1  # head 1 writes minus what it reads
+    shift = torch.zeros(d, d)
+    for i in range(d):
+        shift[i, (i + 1) % d] = 0.5  # every source token also raises the next token a little
+    copy_half = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])) + shift  # rows 0-2 peak on themselves
+    W_V = torch.eye(d).expand(1, 2, d, d).clone()                                # [1 layer, 2 heads, d, d_head = d]
+    W_O = torch.stack([copy_half, shift - torch.eye(d)])[None]                   # head 1 writes minus each token
     got = _tensor(fn(W_E, W_V, W_O, W_U), "ov_copy_fractions")
     expect_shape(got, (1, 2), "ov_copy_fractions on a 1-layer, 2-head example")
     expect(abs(got[0, 0].item() - 0.5) < 1e-6,
-           f"a head copying the first 3 of 6 tokens should score 0.5; got {got[0, 0].item():.3f}")
+           f"a head copying the first 3 of 6 tokens (the others raise the next token) should score 0.5; got {got[0, 0].item():.3f}")
     expect(got[0, 1].item() < 1e-6, f"a head writing minus each token should score 0; got {got[0, 1].item():.3f}")
     model = _model(folded=True)
     got = _tensor(fn(model.W_E, model.W_V, model.W_O, model.W_U), "ov_copy_fractions")
@@ -319,15 +337,16 @@ def _positional_patterns(fn):
     expect_close(out.sum(-1), torch.ones(3, 10), "every row should sum to 1 (softmax over keys)")
     expect_close(fn(3.0 * W_pos + 2.0, W_Q, b_Q, W_K, b_K), out,
                  "scaling W_pos, or adding a constant to it, should change nothing (the rows are normalised)", atol=1e-4)
-    # one head, d_model 2, d_head 1: normalised rows are +-(1, -1); hand-worked scores q k / 1
+    # one head, d_model 2, d_head 4: normalised rows are +-(1, -1); W_Q = W_K put x[0] in all 4 query/key
+    # dimensions, so q . k = 4 x0 x0' and the scaled score is 4 x0 x0' / sqrt(4)
     W_pos2 = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
-    one = torch.ones(1, 2, 1)
-    one[0, 1, 0] = 0.0  # W_Q = W_K = [[1], [0]]: q = k = x[0]
-    pattern = fn(W_pos2, one, torch.zeros(1, 1), one, torch.zeros(1, 1))
+    W = torch.zeros(1, 2, 4)
+    W[0, 0] = 1.0
+    pattern = fn(W_pos2, W, torch.zeros(1, 4), W, torch.zeros(1, 4))
     x0 = 1 / (1 + 1e-5) ** 0.5
-    s = torch.tensor([x0 * -x0, x0 * x0])  # query 1 (x0 = -1) with keys 0 (+1) and 1 (-1)
-    expect_close(pattern[0, 1], s.softmax(-1), "a hand-worked 2-position example (mind the normalisation and scale)",
-                 atol=1e-4)
+    s = 4 * torch.tensor([x0 * -x0, x0 * x0]) / 4 ** 0.5  # query 1 (x0 = -1) with keys 0 (+1) and 1 (-1)
+    expect_close(pattern[0, 1], s.softmax(-1), "a hand-worked 2-position example with d_head 4 (mind the normalisation "
+                 "and the 1 / sqrt(d_head) scale)", atol=1e-4)
 
 
 @visible("k_composition_circuit")
@@ -375,6 +394,12 @@ def _random_composition_scores(fn):
     expect(not torch.equal(a, b), "two calls should draw fresh random matrices")
     expect(bool(((a > 0) & (a < 1)).all()), "composition scores lie strictly between 0 and 1")
     expect(a.mean() < 0.5, f"mean {a.mean():.3f}: random Gaussian matrices should mostly not line up (use torch.randn)")
+    expect(a.unique().numel() > 450, "each of the n_samples scores should come from its own random pair")
+    # Hand-worked: with d_head 1, W_A = u1 v1 and W_B = u2 v2 (u column, v row), and the score is |cos| of the angle
+    # between v1 and u2, two independent Gaussian directions. In 3 dimensions |cos| is uniform on [0, 1]: mean 1/2.
+    c = _tensor(fn(3, 1, 4000), "random_composition_scores")
+    expect(abs(c.mean() - 0.5) < 0.03, f"random_composition_scores(3, 1, 4000) has mean {c.mean():.3f}; for rank-1 "
+                                       f"Gaussian factors in 3 dimensions the mean |cos| is 1/2")
 
 
 @visible("induction_scores_after_ablation")
@@ -405,7 +430,7 @@ def _make_induction_batch(fn):
     expect_shape(is_repeat, (16, seq_len), "is_repeat")
     expect(tokens.dtype == torch.long and is_repeat.dtype == torch.bool, "tokens should be long, is_repeat bool")
     expect(bool((tokens[:, 0] == 0).all()) and not bool((tokens[:, 1:] == 0).any()), "BOS (0) first, and only first")
-    lengths, starts = set(), set()
+    lengths, starts, on_chain = set(), set(), 0
     for b in range(16):
         first = int(is_repeat[b].float().argmax())
         expect(bool(is_repeat[b, first:].all()) and not bool(is_repeat[b, :first].any()),
@@ -420,9 +445,25 @@ def _make_induction_batch(fn):
         starts.add(s)
         text = tokens[b, :s]
         expect(bool((text[1:] == text[:-1] % (d_vocab - 1) + 1).all()), f"row {b}: before the span, follow the bigram chain")
+        span = tokens[b, s:s + L]
+        on_chain += bool((span[1:] == span[:-1] % (d_vocab - 1) + 1).all())
     expect(len(lengths) >= 3 and len(starts) >= 4, f"lengths {sorted(lengths)} and starts {sorted(starts)} should vary")
+    expect(on_chain <= 2, f"{on_chain} of 16 spans follow the bigram chain: span tokens should be uniformly random "
+                          f"(over 1 .. d_vocab - 1), not text")
     again = fn(16, seq_len, chain, lo, hi, 3)
     expect(torch.equal(again[0], tokens), "the same seed should give the same batch")
+    # Over many rows every allowed length occurs, and some span starts as late as two full copies allow.
+    many_tokens, many_repeat = fn(400, seq_len, chain, lo, hi, 4)
+    spans = []
+    for b in range(400):
+        first = int(many_repeat[b].float().argmax())
+        L = next((L for L in range(lo, hi + 1) if first - 1 - L >= 1
+                  and torch.equal(many_tokens[b, first - 1:], many_tokens[b, first - 1 - L:seq_len - L])), None)
+        expect(L is not None, f"row {b} of a batch of 400: the span should repeat with a period in {lo} .. {hi}")
+        spans.append((first - 1 - L, L))
+    expect({L for _, L in spans} == set(range(lo, hi + 1)), f"in 400 rows every length {lo} .. {hi} should occur")
+    expect(any(s == seq_len - 2 * L for s, L in spans),
+           "in 400 rows some span should start at seq_len - 2 L, the last start where two full copies fit")
 
 
 @visible("training_probe")
