@@ -130,6 +130,31 @@ def pytest_sessionfinish(session):
             impl._close()
 
 
+_VISIBLE_CATCH: dict = {}  # chapter -> (caught, total, missed), from tests/test_visible_catch.py
+
+
+def pytest_runtest_logreport(report):
+    """Collect the visible catch rates. Under pytest-xdist this runs in the controller too, with the workers'
+    reports (user_properties travel with them), so the summary below sees every chapter's figure."""
+    if report.when == "call":
+        for key, value in getattr(report, "user_properties", ()):
+            if key == "visible_catch":
+                chapter, caught, total, missed = value
+                _VISIBLE_CATCH[chapter] = (caught, total, missed)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _VISIBLE_CATCH or hasattr(terminalreporter.config, "workerinput"):
+        return
+    terminalreporter.section("visible checks vs known-wrong variants (target >= 90 % per chapter)")
+    for chapter in sorted(_VISIBLE_CATCH):
+        caught, total, missed = _VISIBLE_CATCH[chapter]
+        terminalreporter.line(f"{chapter}: visible checks reject {caught}/{total} known-wrong variants "
+                              f"({100 * caught / max(total, 1):.1f} %)")
+        if missed:
+            terminalreporter.line(f"    pass every visible check: {'; '.join(missed)}")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -13,13 +13,15 @@ checks only call impl's functions (they do not inspect them). Definitions are lo
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 from pathlib import Path
 
 import pytest
 
 from tools import sandbox
-from tools.notebooks import CHAPTERS, load_definitions, solution_sources
+from tools.notebooks import CHAPTERS, explain_name_error, load_definitions, skipped_names, solution_sources
 
 
 class MissingDefinition(AssertionError):
@@ -33,14 +35,32 @@ class SubmissionError(Exception):
 class Impl:
     """The functions of one implementation; a missing one fails with a message the learner understands."""
 
-    def __init__(self, module, problems, origin: str):
+    def __init__(self, module, problems, origin: str, skipped: set[str] = frozenset()):
         self._module, self._problems, self._origin = module, problems, origin
+        self._skipped = skipped  # top-level names the loader skipped: a NameError on one is explained
 
     def __getattr__(self, name):
         try:
-            return getattr(self._module, name)
+            value = getattr(self._module, name)
         except AttributeError:
             raise _missing(self._origin, name, self._problems) from None
+        if self._skipped and isinstance(value, types.FunctionType):
+            return _explaining_name_errors(value, self._skipped)
+        return value
+
+
+def _explaining_name_errors(fn, skipped: set[str]):
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NameError as err:
+            explained = explain_name_error(str(err), skipped)
+            if explained is None:
+                raise
+            raise SubmissionError(f"`{fn.__name__}` raised NameError: {explained}") from None
+
+    return call
 
 
 def chapter_of(test_file: str) -> str:
@@ -63,6 +83,7 @@ class RemoteImpl:
     def __init__(self, paths: list[Path], origin: str):
         self._worker = sandbox.Worker([(p.name, p.read_bytes()) for p in paths])
         self._origin, self._failed = origin, {}  # function name -> why its later calls fail at once
+        self._skipped = skipped_names(paths)  # static, in the trusted process: explains a NameError
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -79,7 +100,8 @@ class RemoteImpl:
         except sandbox.RemoteError as err:
             if err.kind == "NotImplementedError":
                 raise NotImplementedError(err.message) from None
-            raise SubmissionError(f"`{name}` raised {err}") from None
+            explained = explain_name_error(err.message, self._skipped) if err.kind == "NameError" else None
+            raise SubmissionError(f"`{name}` raised {err.kind}: {explained}" if explained else f"`{name}` raised {err}") from None
         except sandbox.WorkerError as err:
             if not self._worker.broken:  # a timeout or a crash: don't pay for it again in later checks
                 self._failed[name] = f"{err} (in an earlier call; not run again)"
@@ -108,7 +130,7 @@ def load_impl(chapter: str, where: str, isolate: bool = False) -> Impl | RemoteI
     if isolate:
         return RemoteImpl(paths, origin)
     defs = load_definitions(paths, name=f"impl_{chapter}")
-    return Impl(defs.module, defs.problems, origin)
+    return Impl(defs.module, defs.problems, origin, defs.skipped if origin == "Your notebook" else frozenset())
 
 
 def exercise(name: str):
@@ -195,7 +217,9 @@ def visible_catch(chapter: str) -> dict[str, tuple[int, int, list[str]]]:
     """Exercise -> (variants a visible check rejects, variants, names of those it lets through).
 
     A learner whose visible checks all pass should not lose points, so the visible checks (which hold no
-    reference solutions) should reject most known-wrong variants on the spec's rules alone."""
+    reference solutions) should reject most known-wrong variants on the spec's rules alone. A variant is
+    rejected when its exercise's visible check fails on it in any way (what the learner sees as [x]); an
+    exercise with no visible check lets all its variants through."""
     import contextlib
     import importlib
     import io
@@ -208,11 +232,14 @@ def visible_catch(chapter: str) -> dict[str, tuple[int, int, list[str]]]:
     for name, variants in wrong.items():
         missed = []
         for variant in variants:
+            if name not in core.REGISTRY:
+                missed.append(f"{variant.__name__} (no visible check)")
+                continue
             try:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    core.check(name, variant)
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    core.run_visible(name, variant)
                 missed.append(variant.__name__)
-            except (core.CheckFailed, Exception):  # any failure is what the learner sees as [x]
+            except Exception:  # CheckFailed, NotImplementedError, or the variant crashing: all are [x]
                 pass
         out[name] = (len(variants) - len(missed), len(variants), missed)
     return out

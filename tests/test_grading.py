@@ -60,3 +60,34 @@ def test_grade_gives_right_points_and_feedback(tmp_path):
     grade.main([str(subs), "--out", str(out), "--jobs", "2", "--chapters", FIRST])
     assert list(csv.DictReader(open(out / "grades.csv"))) == [r for r in rows if r["chapter"] == FIRST]
     assert list(out.glob("grades.*.csv.bak"))
+
+
+def test_feedback_names_a_failed_exercise_that_a_failed_one_uses():
+    deps = {n: d for n, d in grade.exercise_dependencies(FIRST).items() if d}
+    user = next(iter(deps))
+    used = sorted(deps[user])[0]
+    results = [{"nodeid": f"tests/x.py::test_{n}", "exercise": n, "outcome": "failed" if n in (user, used) else "passed",
+                "message": "wrong values", "has_marker": True, "submission": 0} for n in exercises(FIRST)]
+    rows = {r["exercise"]: r for r in grade.score(FIRST, results, "")}
+    assert rows[user]["messages"][0].startswith(f"`{user}` uses your `"), rows[user]["messages"]
+    assert "which fails its own hidden checks: fix that first" in rows[user]["messages"][0] or \
+        "fail their own hidden checks" in rows[user]["messages"][0]
+    assert f"`{used}`" in rows[user]["messages"][0]
+    assert not any("uses your" in m for m in rows[used]["messages"] if not deps.get(used))
+    # the root cause only: a used exercise that fails because of another failed one is not listed
+    chain = next(((a, b, c) for a in deps for b in deps[a] for c in deps.get(b, ())), None)
+    if chain:
+        a, b, c = chain
+        results = [{**r, "outcome": "failed" if r["exercise"] in chain else "passed"} for r in results]
+        note = {r["exercise"]: r for r in grade.score(FIRST, results, "")}[a]["messages"][0]
+        assert f"`{c}`" in note and f"`{b}`" not in note.split("uses your")[1], note
+
+
+def test_learners_are_told_in_the_first_cell_what_the_grader_loads():
+    from tools import release
+    from tools.notebooks import solution_sources
+
+    src = solution_sources(FIRST)[0]
+    first = release.release_notebook(src).cells[0]
+    assert first.cell_type == "markdown" and release.GRADER_NOTICE in first.source
+    assert "UPPER_CASE" in release.GRADER_NOTICE and "functions, classes, imports" in release.GRADER_NOTICE

@@ -47,3 +47,45 @@ def test_a_failing_import_is_reported_and_the_rest_still_loads(tmp_path):
     path = _notebook(tmp_path, "import package_that_does_not_exist\ndef k():\n    return 5\n")
     defs = load_definitions([path])
     assert defs.module.k() == 5 and "ModuleNotFoundError" in defs.problems[0]
+
+
+def test_top_level_variables_the_loader_skips_are_known_and_explained(tmp_path):
+    from tools.notebooks import TOP_LEVEL_VARIABLE, explain_name_error, skipped_names
+
+    path = _notebook(tmp_path, "import math\nSCALE = 2\nmask_value = float('-inf')\nfor step in range(2):\n    pass\n",
+                     "if True:\n    def hidden():\n        return 1\n", "def f(x):\n    return x + mask_value\n",
+                     "f = 3\n")  # rebound later at top level, but also defined: the loader has it
+    defs = load_definitions([path])
+    assert {"mask_value", "step", "hidden"} <= defs.skipped and not {"f", "SCALE", "math"} & defs.skipped
+    assert skipped_names([path]) == defs.skipped
+    try:
+        defs.module.f(1)
+    except NameError as err:
+        message = str(err)
+    assert explain_name_error(message, defs.skipped) == TOP_LEVEL_VARIABLE.format(name="mask_value")
+    assert explain_name_error("name 'typo' is not defined", defs.skipped) is None
+
+
+def test_exercise_dependencies_follow_calls_not_argument_names():
+    from tools.notebooks import chapter_names, exercise_dependencies
+
+    deps = {c: exercise_dependencies(c) for c in chapter_names()}
+    assert any(d for c in deps.values() for d in c.values()), "no exercise uses another: the analysis is broken"
+    if "01_framework" in deps:
+        ch1 = deps["01_framework"]
+        assert "attention_pattern" in ch1["attention_layer"]
+        assert not ch1["residual_stack"] & {"embed", "pos_embed"}  # arguments named like exercises are not calls
+    for chapter, table in deps.items():
+        assert all(name not in used for name, used in table.items()), f"{chapter}: an exercise uses itself"
+
+
+def test_an_in_process_submission_explains_the_name_error_too(tmp_path):
+    import pytest
+
+    from tests.harness import Impl, SubmissionError
+
+    path = _notebook(tmp_path, "mask_value = 1.0\ndef f(x):\n    return x + mask_value\ndef g(x):\n    return f(x)\n")
+    defs = load_definitions([path])
+    impl = Impl(defs.module, defs.problems, "Your notebook", defs.skipped)
+    with pytest.raises(SubmissionError, match=r"`g` raised NameError: `mask_value` is set at the top level"):
+        impl.g(1.0)

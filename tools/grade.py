@@ -9,7 +9,9 @@ BATCH learners (JOBS processes at a time), each learner's functions in their own
 (--isolate, see tools/sandbox.py); an exercise earns its points when every one of its hidden checks passes.
 
 Writes OUT/grades.csv (learner, chapter, exercise, points, max_points) and OUT/feedback/<learner>.md
-(each failed check's message, never reference code). An earlier grades.csv is backed up first.
+(each failed check's message, never reference code). An earlier grades.csv is backed up first. When an
+exercise fails and its reference solution uses another exercise that failed too (tools.notebooks.
+exercise_dependencies), its feedback names that one first ("uses your `x`, which fails its own hidden checks").
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 from tests.harness import notebooks_for
 from tools import sandbox
-from tools.notebooks import ROOT, chapter_names, exercises
+from tools.notebooks import ROOT, chapter_names, exercise_dependencies, exercises
 
 TIMEOUT_S = int(os.environ.get("MICOURSE_GRADE_TIMEOUT", "600"))  # per learner and chapter, all its checks
 BATCH = 8  # learners per pytest process: the checks' own setup (imports, models) is paid once per batch
@@ -84,8 +86,22 @@ def _exercises(chapter: str) -> dict[str, float]:
     return exercises(chapter)
 
 
+def dependency_message(name: str, deps: set[str], failed: set[str], uses: dict[str, frozenset[str]]) -> str | None:
+    """For a failed exercise whose solution uses exercises in `failed`: which to fix first (the root causes:
+    failed exercises it uses that do not themselves use a failed one), in a sentence."""
+    bad = deps & failed
+    roots = sorted(d for d in bad if not uses.get(d, frozenset()) & failed) or sorted(bad)
+    if not roots:
+        return None
+    shown = " and ".join(f"`{d}`" for d in roots)
+    which = "fails its own hidden checks: fix that first" if len(roots) == 1 else "fail their own hidden checks: fix those first"
+    return f"`{name}` uses your {shown}, which {which}"
+
+
 def score(chapter: str, results: list[dict], problem: str, only: list[str] | None = None) -> list[dict]:
-    """Per exercise: points earned (all hidden checks passed) and the messages of failed checks."""
+    """Per exercise: points earned (all hidden checks passed) and the messages of failed checks.
+
+    A failed exercise that uses another failed exercise (by the reference solutions) says so first."""
     rows = []
     for name, max_points in _exercises(chapter).items():
         if only and name not in only:
@@ -99,6 +115,12 @@ def score(chapter: str, results: list[dict], problem: str, only: list[str] | Non
         rows.append({"chapter": chapter, "exercise": name, "points": max_points if ok else 0.0,
                      "max_points": max_points, "passed": len(mine) - len(failed), "checks": len(mine),
                      "messages": messages})
+    uses = exercise_dependencies(chapter)
+    failed_names = {r["exercise"] for r in rows if r["points"] < r["max_points"] and r["checks"]}
+    for r in rows:
+        if r["points"] < r["max_points"]:
+            note = dependency_message(r["exercise"], set(uses.get(r["exercise"], ())), failed_names, uses)
+            r["messages"] = [note] + r["messages"] if note else r["messages"]
     return rows
 
 

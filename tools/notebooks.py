@@ -9,6 +9,7 @@ grading worker starts fast (importing nbformat costs seconds).
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import types
@@ -99,12 +100,116 @@ def _keep(node: ast.stmt) -> bool:
     return bool(targets) and all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
 
 
+# What the grader says when a learner's function reads a top-level variable the loader skipped.
+# (micourse.checks.core words the same rule for the visible check's warning.)
+TOP_LEVEL_VARIABLE = ("`{name}` is set at the top level of your notebook; the grader loads only functions, classes, "
+                      "imports and UPPER_CASE constants: move it inside the function or rename it")
+
+
 @dataclass
 class Definitions:
-    """What a notebook defines, plus what went wrong while loading it (syntax errors, failed imports)."""
+    """What a notebook defines, plus what went wrong while loading it (syntax errors, failed imports).
+
+    `skipped`: names the notebook binds at the top level in statements the loader does not run (lowercase
+    variables, loop variables, definitions inside an `if`), so a function reading one fails with NameError."""
 
     module: types.ModuleType
     problems: list[str] = field(default_factory=list)
+    skipped: set[str] = field(default_factory=set)
+
+
+def _bound_names(node: ast.AST) -> set[str]:
+    """Names a top-level statement binds in the notebook's namespace (not inside functions or classes)."""
+    found: set[str] = set()
+
+    def visit(n: ast.AST) -> None:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(n.name)
+            return  # their bodies are their own scope
+        if isinstance(n, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            found.add(n.id)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            found.update((a.asname or a.name).split(".")[0] for a in n.names if a.name != "*")
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            found.add(n.name)
+        for child in ast.iter_child_nodes(n):
+            visit(child)
+
+    visit(node)
+    return found
+
+
+def _parsed_cells(path: Path) -> list:
+    """(cell number, AST or SyntaxError) for each code cell of a notebook; raises ValueError if malformed."""
+    out = []
+    for i, source in enumerate(code_cells(path)):
+        try:
+            out.append((i, ast.parse(_strip_magics(source))))
+        except SyntaxError as err:
+            out.append((i, err))
+    return out
+
+
+def skipped_names(paths: list[Path]) -> set[str]:
+    """Names bound at the top level of the notebooks only by statements the loader skips (static, runs nothing)."""
+    kept, other = set(), set()
+    for path in paths:
+        try:
+            cells = _parsed_cells(path)
+        except ValueError:
+            continue
+        for _, tree in cells:
+            for node in tree.body if isinstance(tree, ast.Module) else ():
+                (kept if _keep(node) else other).update(_bound_names(node))
+    return other - kept
+
+
+def explain_name_error(message: str, skipped: set[str]) -> str | None:
+    """For "name 'x' is not defined" where x is a top-level variable the loader skipped: what to do about it."""
+    match = re.search(r"name '(\w+)' is not defined", message)
+    return TOP_LEVEL_VARIABLE.format(name=match.group(1)) if match and match.group(1) in skipped else None
+
+
+def _free_names(node: ast.AST) -> set[str]:
+    """Names a function or class reads that it does not bind itself (arguments, local assignments)."""
+    loaded, bound = set(), set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            (loaded if isinstance(n.ctx, ast.Load) else bound).add(n.id)
+        elif isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            loaded.update(n.names)
+    return loaded - bound
+
+
+@functools.lru_cache
+def exercise_dependencies(chapter: str) -> dict[str, frozenset[str]]:
+    """Exercise -> the other exercises its reference solution calls, directly or through notebook helpers.
+
+    Static (the solutions' AST): names a solution function reads and does not bind itself, followed through
+    the other functions and classes defined at the top level of the chapter's solution notebooks."""
+    reads: dict[str, set[str]] = {}
+    for path in solution_sources(chapter):
+        for _, tree in _parsed_cells(path):
+            for node in tree.body if isinstance(tree, ast.Module) else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    reads[node.name] = _free_names(node) - {node.name}
+    names = set(exercises(chapter))
+    out = {}
+    for name in names:
+        seen, todo = set(), [name]
+        while todo:
+            for callee in reads.get(todo.pop(), ()):
+                if callee not in seen and callee != name:
+                    seen.add(callee)
+                    todo.append(callee)
+        out[name] = frozenset(seen & names)
+    return out
 
 
 def load_definitions(paths: list[Path], name: str = "submission") -> Definitions:
@@ -112,24 +217,26 @@ def load_definitions(paths: list[Path], name: str = "submission") -> Definitions
     module = types.ModuleType(name)
     module.__dict__["__builtins__"] = __builtins__
     defs = Definitions(module)
+    kept: set[str] = set()
     for path in paths:
         try:
-            sources = code_cells(path)
+            cells = _parsed_cells(path)
         except ValueError as err:
             defs.problems.append(str(err))
             continue
-        for i, source in enumerate(sources):
-            try:
-                tree = ast.parse(_strip_magics(source))
-            except SyntaxError as err:
-                defs.problems.append(f"{Path(path).name}, code cell {i + 1}: syntax error (line {err.lineno}): {err.msg}")
+        for i, tree in cells:
+            if isinstance(tree, SyntaxError):
+                defs.problems.append(f"{Path(path).name}, code cell {i + 1}: syntax error (line {tree.lineno}): {tree.msg}")
                 continue
             for node in tree.body:
                 if not _keep(node):
+                    defs.skipped.update(_bound_names(node))
                     continue
+                kept.update(_bound_names(node))
                 code = compile(ast.Module(body=[node], type_ignores=[]), f"<{Path(path).name} code cell {i + 1}>", "exec")
                 try:
                     exec(code, module.__dict__)
                 except Exception as err:  # e.g. an import of a package that is not installed
                     defs.problems.append(f"{Path(path).name}, code cell {i + 1}: {type(err).__name__}: {err}")
+    defs.skipped -= kept
     return defs

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 
 from tests.harness import hidden_checks
-from tools.notebooks import exercises, read_notebook, solution_sources
+from tools.notebooks import exercise_dependencies, exercises, read_notebook, solution_sources
 
 
 def solved(chapter: str) -> dict[str, nbformat.NotebookNode]:
@@ -52,26 +52,18 @@ def checked(chapter: str) -> list[str]:
 
 def uses(chapter: str) -> dict[str, set[str]]:
     """Exercise -> the exercises its solution calls, directly or through other notebook functions."""
-    calls: dict[str, set[str]] = {}
-    for nb in solved(chapter).values():
-        for cell in nb.cells:
-            if cell.cell_type != "code":
-                continue
-            try:
-                tree = ast.parse("\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))))
-            except SyntaxError:
-                continue
-            for node in tree.body:
-                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-                    calls[node.name] = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - {node.name}
-    names = set(exercises(chapter))
-    out = {}
-    for name in names:
-        seen, todo = set(), [name]
-        while todo:
-            for callee in calls.get(todo.pop(), ()):
-                if callee not in seen:
-                    seen.add(callee)
-                    todo.append(callee)
-        out[name] = seen & names
-    return out
+    return {name: set(deps) for name, deps in exercise_dependencies(chapter).items()}
+
+
+def reading_a_top_level_variable(notebooks: dict, name: str, variable: str = "mask_value") -> dict:
+    """A copy in which exercise `name`'s cell first sets `variable = float("-inf")` at the top level and its
+    function reads it (a learner's habit that works in the notebook; the grader does not load the variable)."""
+    cell = next(c for nb in notebooks.values() for c in nb.cells
+                if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == name)
+    lines = cell.source.splitlines()
+    fn = next(n for n in ast.parse(cell.source).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    first = fn.body[0]
+    indent = " " * first.col_offset
+    lines.insert(first.lineno - 1, f"{indent}assert {variable} == float(\"-inf\")  # reads the top-level variable")
+    source = f"{variable} = float(\"-inf\")\n\n" + "\n".join(lines) + "\n"
+    return with_exercise(notebooks, name, source)
