@@ -315,8 +315,9 @@ check(logit_lens_logit_diff)
 # Your logit lens on the mixed batch. On GPT-2 small, Wang et al. find the answer written late: the heads
 # that write it directly sit in layers 9-11 (section 3.1), so expect the curve to stay low through the early
 # layers and rise in the last ones (the course's online tests check that on GPT-2 small the reference solution's
-# curve before layer 6 is below half of its final value). If you are on the offline model, you should see the curve flat at 0 until the
-# attention of its last layer (`1_mid` is the first point above 0) and the MLP after it add the rest.
+# curve before layer 6 is below half of its final value). If you are on the offline model, you should see the curve
+# flat near 0 (within 5 % of the final value) until the attention of its last layer (`1_mid`, the first point
+# clearly above 0, at more than a tenth of the final value) and the MLP after it add the rest.
 
 # %%
 resid_labels = [f"{layer}_{where}" for layer in range(cfg.n_layers) for where in ("pre", "mid")] + ["final_post"]
@@ -1085,7 +1086,7 @@ plots.layer_head_grid(neg_copy_scores, title="Negative copy score", diverging=Fa
 #
 # Build `classify_heads(scores, dla_threshold, attn_threshold, pattern_threshold)`: `scores` has keys `"dla"`,
 # `"attn_io"`, `"attn_s1"`, `"attn_s2"`, `"previous token"`, `"duplicate token"`, `"induction"`. Return a dict with
-# the seven class names above as keys, each a list of `(layer, head)` tuples (any order). It works on a grid you
+# the seven class names of the table as keys (the last row is three classes), each a list of `(layer, head)` tuples (any order). It works on a grid you
 # fill by hand.
 #
 # <details><summary>Hint 1</summary>Mind the signs: a negative name mover has a large <i>negative</i> attribution; compare with <code>-dla_threshold</code>, not with <code>abs</code>. And the thresholds are inclusive.</details>

@@ -493,7 +493,7 @@ def _circuit_faithfulness(fn):
     f = _float(fn(model, d.tokens, abc.tokens, *args, every), "circuit_faithfulness")
     expect(abs(f - 1.0) < 1e-4, f"a circuit of every head ablates nothing: faithfulness should be 1, got {f:.4f}")
     f = _float(fn(model, d.tokens, abc.tokens, *args, [list(head) for head in every]), "circuit_faithfulness")
-    expect(abs(f - 1.0) < 1e-4, f"the circuit may arrive as lists [layer, head] instead of tuples: got {f:.4f} for every head")
+    expect(abs(f - 1.0) < 1e-4, f"the circuit may arrive as lists [layer, head] instead of tuples: got {f:.4f} for a circuit of every head")
     from transformer_lens import patching
 
     donor = abc.tokens[:1]
