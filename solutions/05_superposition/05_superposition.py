@@ -117,8 +117,8 @@ def plot_feature_bars(norms: Float[Tensor, "inst feats"], superposition: Float[T
 # where each entry is independently 0 with probability `1 − p` (its own `p`), else uniform on [0, 1].
 # You'll know it worked when roughly a fraction `p` of each feature's entries are nonzero.
 #
-# <details><summary>Hint 1</summary>Draw two uniform tensors of the batch's shape: one decides whether a feature is present, one gives its value.</details>
-# <details><summary>Hint 2</summary><code>torch.rand(batch_size, *feature_probability.shape) &lt; feature_probability</code> broadcasts the probability over the batch.</details>
+# <details><summary>Hint 1</summary>Every entry needs two independent random draws: one decides whether the feature is present, the other gives its value. Nothing is shared between the features of a sample.</details>
+# <details><summary>Hint 2</summary><code>torch.rand</code> for both draws (comparing with <code>feature_probability</code> broadcasts it over the batch), and <code>torch.where</code> to combine them.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "generate_batch", "locked": false, "schema_version": 3, "solution": true}
 def generate_batch(batch_size: int, feature_probability: Float[Tensor, "inst feats"]) -> Float[Tensor, "batch inst feats"]:
@@ -141,7 +141,7 @@ check(generate_batch)
 # %%
 demo_probability = torch.tensor([1.0, 0.3, 0.05])[:, None].expand(3, 5)
 demo_batch = generate_batch(10_000, demo_probability)
-print("feature probability per instance:", demo_probability[:, 0].tolist())
+print("feature probability per instance:", [round(v, 3) for v in demo_probability[:, 0].tolist()])
 print("fraction nonzero per instance:   ", [round(v, 3) for v in (demo_batch != 0).float().mean((0, 2)).tolist()])
 
 # %% [markdown]
@@ -157,8 +157,8 @@ print("fraction nonzero per instance:   ", [round(v, 3) for v in (demo_batch != 
 # `x` `[batch, inst, feats]`, return `x'` `[batch, inst, feats]`. Each instance uses only its own `W` and
 # `b_final`. You'll know it worked when an instance with `W = I` and `b = 0` returns its input unchanged.
 #
-# <details><summary>Hint 1</summary><code>torch.einsum("khf,bkf->bkh", W, x)</code> gives <code>h</code> for every instance <code>k</code> at once.</details>
-# <details><summary>Hint 2</summary>Going back up, contract over the hidden dimension: <code>torch.einsum("khf,bkh->bkf", W, h)</code>, then add <code>b_final</code> and apply ReLU.</details>
+# <details><summary>Hint 1</summary>Go down to the hidden space with <code>W</code> and back up with the same <code>W</code>, each instance with its own matrix. The ReLU comes last, after the bias; the hidden layer has none.</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code>, once for each direction, with the instance index shared by <code>W</code> and <code>x</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "toy_forward", "locked": false, "schema_version": 3, "solution": true}
 def toy_forward(W: Float[Tensor, "inst d_hidden feats"], b_final: Float[Tensor, "inst feats"],
@@ -243,8 +243,8 @@ def sample_features(batch_size: int, feature_probability: Float[Tensor, "inst fe
 # You'll know it worked when, for 5 features in 2 dimensions, a dense instance keeps 2 orthogonal
 # features and a very sparse one keeps all 5 (plotted below).
 #
-# <details><summary>Hint 1</summary><code>W = (torch.randn(n_inst, d_hidden, n_feats) * (2 / (d_hidden + n_feats)) ** 0.5).requires_grad_()</code></details>
-# <details><summary>Hint 2</summary>The loop body: sample, <code>importance_weighted_loss(toy_forward(W, b_final, x), x, importance).sum()</code>, <code>opt.zero_grad()</code>, <code>loss.backward()</code>, <code>opt.step()</code>.</details>
+# <details><summary>Hint 1</summary>The parameters are leaf tensors that require gradients. Each step computes one scalar (the instances' losses added up), clears the old gradients, back-propagates and steps.</details>
+# <details><summary>Hint 2</summary><code>requires_grad_()</code> and <code>torch.optim.Adam</code>; in the loop <code>sample_features</code>, your <code>toy_forward</code> and <code>importance_weighted_loss</code>, then <code>zero_grad</code>, <code>backward</code> and <code>step</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "train_toy_model", "locked": false, "schema_version": 3, "solution": true}
 def train_toy_model(importance: Float[Tensor, "inst feats"], feature_probability: Float[Tensor, "inst feats"],
@@ -294,8 +294,8 @@ plot_features_2d(W, titles, title="Columns of W (one arrow per feature; blue is 
 # - The toy model compresses `n` sparse features into `m` dimensions and decodes them with `Wᵀ`, a bias and
 #   a ReLU.
 # - One tensor with an instances dimension trains a sweep of independent models in one loop.
-# - Dense features are stored like PCA (the `m` most important, orthogonal). Sparse features are stored in
-#   superposition, more than `m` of them.
+# - Dense features with decaying importance are stored like PCA (the `m` most important, orthogonal).
+#   Sparse features are stored in superposition, more than `m` of them.
 
 # %% [markdown]
 # ## 2. The geometry of superposition
@@ -309,7 +309,7 @@ plot_features_2d(W, titles, title="Columns of W (one arrow per feature; blue is 
 # `WᵀW` (`[feats, feats]` for each instance) says everything about how the model reconstructs: feature
 # `j` leaks `(WᵀW)_ij x_j` into the reconstruction of feature `i`. Orthogonal features give a diagonal
 # matrix. Antipodal pairs give −1 entries, which the ReLU removes for free, since a feature is never
-# negative.
+# negative. (In the heatmaps, as everywhere in the course, positive is red, negative blue and 0 white.)
 
 # %%
 gram = torch.einsum("khi,khj->kij", W, W)
@@ -332,8 +332,8 @@ for k in show:
 # with `W_i = 0` has no direction: return 0 for it, not NaN. You'll know it worked when two orthogonal
 # features give 0 and an antipodal pair gives 1 for each.
 #
-# <details><summary>Hint 1</summary>Normalise the columns: <code>W / W.norm(dim=1, keepdim=True).clamp_min(1e-8)</code>. A zero column stays zero.</details>
-# <details><summary>Hint 2</summary><code>torch.einsum("khi,khj->kij", W_hat, W)</code> gives every <code>Ŵ_i · W_j</code>. Square, sum over <code>j</code>, and subtract the diagonal (<code>j = i</code>).</details>
+# <details><summary>Hint 1</summary>Normalise the columns first, in a way that leaves a zero column at zero. Then you need every dot product <code>Ŵ_i · W_j</code> at once, without the <code>j = i</code> terms.</details>
+# <details><summary>Hint 2</summary><code>clamp_min</code> on the norms, <code>torch.einsum</code> for all the dot products, and <code>diagonal</code> for the terms to leave out.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "superposition_per_feature", "locked": false, "schema_version": 3, "solution": true}
 def superposition_per_feature(W: Float[Tensor, "inst d_hidden feats"]) -> Float[Tensor, "inst feats"]:
@@ -350,8 +350,8 @@ check(superposition_per_feature)
 
 # %% [markdown]
 # What you should see below: in the dense instance two features with bars of length 1 and no
-# superposition (dark). In sparser instances more features get bars, and they turn yellow: they share
-# their direction with a partner.
+# superposition (dark). In sparser instances more features get bars, and most of them turn yellow: they
+# share their direction with other features (all five on the pentagon).
 
 # %%
 plot_feature_bars(W.norm(dim=1), superposition_per_feature(W), titles,
@@ -371,8 +371,8 @@ plot_feature_bars(W.norm(dim=1), superposition_per_feature(W), titles,
 # sum to 360). Return them in order, starting with the gap after the smallest angle. You'll know it
 # worked when a pentagon gives five gaps of 72.
 #
-# <details><summary>Hint 1</summary><code>torch.rad2deg(torch.atan2(y, x))</code>, then <code>.sort().values</code>.</details>
-# <details><summary>Hint 2</summary>Append the first angle plus 360 to the sorted angles, then <code>torch.diff</code>.</details>
+# <details><summary>Hint 1</summary>Keep the represented columns, turn each into an angle and sort them. The last gap runs from the largest angle round to the smallest one plus a full turn.</details>
+# <details><summary>Hint 2</summary><code>torch.atan2</code> and <code>torch.rad2deg</code>, <code>sort</code>, then <code>torch.diff</code> after appending the first angle plus 360.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "consecutive_angles", "locked": false, "schema_version": 3, "solution": true}
 def consecutive_angles(W: Float[Tensor, "2 feats"], threshold: float = 0.5) -> Float[Tensor, "n_represented"]:
@@ -407,8 +407,8 @@ for k in range(N_INST):
 # `cos_threshold`. Return `[inst]` integers. You'll know it worked when a square (two antipodal pairs)
 # gives 2 and a pentagon gives 0 (its widest angle is 144°, cosine −0.81).
 #
-# <details><summary>Hint 1</summary>Cosine similarities of all pairs: normalise the columns, then <code>einsum("khi,khj->kij", ...)</code>.</details>
-# <details><summary>Hint 2</summary>Mask out unrepresented features and the diagonal, count, and divide by 2 (each pair appears twice), or keep only <code>torch.triu(..., diagonal=1)</code>.</details>
+# <details><summary>Hint 1</summary>Compute the cosine of every pair of features (not the dot product: lengths must not matter), keep the pairs in which both features are represented, and count each unordered pair once.</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code> on the normalised columns; <code>torch.triu(..., diagonal=1)</code> keeps each pair once.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "count_antipodal_pairs", "locked": false, "schema_version": 3, "solution": true}
 def count_antipodal_pairs(W: Float[Tensor, "inst d_hidden feats"], threshold: float = 0.5,
@@ -433,7 +433,7 @@ print("represented features:", (W.norm(dim=1) > 0.5).sum(-1).tolist())
 print("antipodal pairs:     ", count_antipodal_pairs(W).tolist())
 
 # %% [markdown]
-# What you should see: dense instances represent 2 features and no pairs. In the middle of the sweep,
+# What you should see: the dense instance represents 2 features and no pairs. In the middle of the sweep,
 # 4 features form 2 antipodal pairs. The sparsest instances represent all 5 with no antipodal pair
 # (the pentagon).
 #
@@ -458,7 +458,8 @@ print("antipodal pairs:     ", count_antipodal_pairs(W).tolist())
 # instance, `[inst]`, where `m = d_hidden` and `||W||_F²` is the sum of all squared entries of that
 # instance's matrix. You'll know it worked when an identity matrix gives 1.
 #
-# <details><summary>Hint 1</summary><code>W.shape[1] / W.pow(2).sum((1, 2))</code></details>
+# <details><summary>Hint 1</summary><code>m</code> is the size of the hidden layer; <code>||W||_F²</code> adds up every squared entry of one instance's matrix.</details>
+# <details><summary>Hint 2</summary><code>W.shape</code>, and <code>pow(2).sum</code> over the last two dimensions.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "dimensions_per_feature", "locked": false, "schema_version": 3, "solution": true}
 def dimensions_per_feature(W: Float[Tensor, "inst d_hidden feats"]) -> Float[Tensor, "inst"]:
@@ -483,7 +484,7 @@ check(dimensions_per_feature)
 # for a feature with `W_i = 0`. You'll know it worked when a pentagon gives 2/5 for every feature.
 #
 # <details><summary>Hint 1</summary>Reuse the <code>Ŵ_i · W_j</code> matrix from <code>superposition_per_feature</code>, this time keeping the diagonal.</details>
-# <details><summary>Hint 2</summary>For a zero column both numerator and denominator are 0: divide by <code>denominator.clamp_min(1e-12)</code>.</details>
+# <details><summary>Hint 2</summary>For a zero column both numerator and denominator are 0: <code>clamp_min</code> on the denominator.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "feature_dimensionality", "locked": false, "schema_version": 3, "solution": true}
 def feature_dimensionality(W: Float[Tensor, "inst d_hidden feats"]) -> Float[Tensor, "inst feats"]:
@@ -514,15 +515,29 @@ inverse_density = 1 / sweep_probability[:, 0]
 fig = plots.lines(dimensions_per_feature(W_sweep), x=inverse_density, names=["m / ||W||_F²"],
                   title="Dimensions per feature", x_title="1 / (1 − S)", y_title="dimensions per feature")
 fig.update_xaxes(type="log")
-for level in (1, 0.5):
+for level in (1, 1 / 2, 1 / 3):
     fig.add_hline(y=level, line_dash="dot", line_color="grey")
 fig
 
+# %%
+dense_gram = W_sweep[0].T @ W_sweep[0]
+print("dense instance: largest eigenvalues of WᵀW:", [round(v, 2) for v in torch.linalg.eigvalsh(dense_gram)[-6:].tolist()])
+print("dense instance: feature norms ||W_i||:     ", sorted(round(v, 2) for v in W_sweep[0].norm(dim=0).tolist()))
+
 # %% [markdown]
-# What you should see: dimensions per feature starts at 1 (the dense model keeps `m` features, one
-# dimension each, like PCA) and falls as features get sparser. It does not fall smoothly. It lingers
-# near 1/2, where antipodal pairs fill every dimension, then keeps dropping as more features squeeze
-# in. The paper calls these plateaus "sticky".
+# What you should see: dimensions per feature starts at 1 and falls as features get sparser.
+#
+# At 1 it does not mean what it meant for the 5 features of section 1. There, importance decayed, and the
+# dense model gave the 2 most important features a dimension each. Here all 24 features are equally
+# important and independent, so no subspace of the feature space is better than another. As in PCA
+# with equal variances, where every rank-4 projection does equally well, the dense model learns *some*
+# rank-4 projection. `WᵀW` has 4 eigenvalues close to 1 and the rest close to 0 (printed above), so
+# `||W||_F² = trace(WᵀW) = 4` and dimensions per feature is 1. But the 4 dimensions are smeared over
+# most of the 24 features: every `||W_i||` is below 0.75, and no feature has a dimension of its own.
+#
+# As features get sparser the curve does not fall smoothly. It lingers near 1/2 (1/(1 − S) ≈ 2 to 3: 8
+# features in 4 antipodal pairs fill the 4 dimensions) and again near 1/3 (1/(1 − S) ≈ 5 to 6: 12
+# features), then keeps dropping as more features squeeze in. The paper calls such plateaus "sticky".
 #
 # Below, each represented feature's `D_i` (features with `||W_i|| > 0.5`) is plotted against sparsity,
 # with grey lines at 1, 3/4, 2/3, 1/2, 2/5 and 3/8.
@@ -536,21 +551,32 @@ jitter = torch.exp(0.04 * torch.randn(xs.shape, generator=torch.Generator().manu
 fig = plots.scatter(xs * jitter, D_sweep[represented], title="Feature dimensionality D_i of represented features",
                     x_title="1 / (1 − S)", y_title="D_i")
 fig.update_xaxes(type="log")
-for level in (1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8):
+for level in (1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8, 1 / 3):
     fig.add_hline(y=level, line_dash="dot", line_color="grey")
 fig
 
 # %% [markdown]
 # What you should see: the points are not spread evenly between 0 and 1. At each sparsity they bunch
-# at a few values, and the bunches move down in steps as sparsity grows, often close to the
-# paper's fractions (1/2 is the clearest here). With 4 hidden dimensions and little training the
-# polytopes are rougher than in the paper's larger runs. Compare where your points land.
+# at a few values, and the bunches move down in steps as sparsity grows. Two plateaus are clear:
+# - **1/2**, at 1/(1 − S) ≈ 1.7 to 2.8: 8 features, 4 antipodal pairs, one pair per dimension.
+# - **1/3**, at 1/(1 − S) ≈ 5 to 6: 12 features. This fraction is not in the paper's list and not a
+#   polytope of antipodal pairs (none of the 12 has one). The 12 features have norms close to 1 and
+#   spread evenly over the 4 dimensions: `W Wᵀ = Σ_j W_j W_jᵀ` is close to `3·I` (a *tight frame*). Then
+#   `Σ_j (Ŵ_i · W_j)² = Ŵ_iᵀ (W Wᵀ) Ŵ_i ≈ 3` for every feature, so `D_i ≈ 1/3 = 4/12`: the 4 dimensions
+#   are shared equally by the 12 features.
+#
+# The dense instance's few points are scattered (its dimensions are smeared, see above). At the
+# sparsest settings `D_i` is about 1/5 and the bunches are loose: with 4 hidden dimensions and 2000
+# steps the arrangements are rougher than in the paper's larger runs. Compare where your points land.
 #
 # ### Recap
 # - `WᵀW` shows interference: antipodal pairs are −1 entries, which the ReLU cancels for free.
 # - As sparsity grows the model goes from 2 orthogonal features, to antipodal pairs, to a pentagon
 #   (`n = 5`, `m = 2`).
-# - Dimensions per feature and `D_i` measure this in any dimension, and both move in steps, not smoothly.
+# - Dimensions per feature and `D_i` measure this in any dimension, and both move in steps, not smoothly
+#   (here plateaus at 1/2 and 1/3).
+# - With equal importances a dense model keeps an arbitrary `m`-dimensional subspace, smeared over
+#   many features; only with unequal importances does it keep "the `m` most important features".
 
 # %% [markdown]
 # ## 3. Superposition as a phase change
@@ -577,8 +603,8 @@ fig
 # `torch.meshgrid(..., indexing="ij")` and `.flatten()` give). You'll know it worked when
 # `importance.reshape(R, D, 2)[r, d, 1]` is `relative_importances[r]`.
 #
-# <details><summary>Hint 1</summary><code>rel, dens = torch.meshgrid(relative_importances, densities, indexing="ij")</code>, then flatten both.</details>
-# <details><summary>Hint 2</summary><code>torch.stack([torch.ones_like(rel), rel], dim=-1)</code> for importance, <code>torch.stack([dens, dens], dim=-1)</code> for probability.</details>
+# <details><summary>Hint 1</summary>Build the <code>R × D</code> grid of (relative importance, density) pairs, then flatten it with importance as the slow index. Feature 0's importance is always 1.</details>
+# <details><summary>Hint 2</summary><code>torch.meshgrid(..., indexing="ij")</code>, <code>flatten</code>, and <code>torch.stack</code> to make the two columns.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "phase_diagram_instances", "locked": false, "schema_version": 3, "solution": true}
 def phase_diagram_instances(relative_importances: Float[Tensor, "R"], densities: Float[Tensor, "D"]
@@ -606,7 +632,8 @@ check(phase_diagram_instances)
 # Use norms (`W[:, :, i].norm(dim=-1)`), not signed values: in superposition the two weights have opposite
 # signs. You'll know it worked when `W = [[1, -1]]` gives 2.
 #
-# <details><summary>Hint 1</summary><code>torch.where(extra_small, 0, torch.where(first_small, 1, 2))</code></details>
+# <details><summary>Hint 1</summary>Two norms per instance, then two questions in order: is feature 1 represented at all? If it is, is feature 0?</details>
+# <details><summary>Hint 2</summary><code>norm(dim=1)</code> and a nested <code>torch.where</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "classify_phase", "locked": false, "schema_version": 3, "solution": true}
 def classify_phase(W: Float[Tensor, "inst d_hidden 2"], threshold: float = 0.5) -> Int[Tensor, "inst"]:
@@ -635,7 +662,7 @@ densities = 10 ** torch.linspace(0, -1.5, PHASE_GRID)
 phase_importance, phase_probability = phase_diagram_instances(relative_importances, densities)
 copies_importance = phase_importance.repeat(PHASE_COPIES, 1)
 copies_probability = phase_probability.repeat(PHASE_COPIES, 1)
-W_phase, b_phase = train_toy_model(copies_importance, copies_probability, d_hidden=1, steps=2000, batch_size=512,
+W_phase, b_phase = train_toy_model(copies_importance, copies_probability, d_hidden=1, steps=2000, batch_size=256,
                                    lr=1e-2, seed=0)
 with torch.no_grad():
     x_eval = generate_batch(20_000, copies_probability)
@@ -688,7 +715,8 @@ fig
 # `2k` and `2k + 1` are nonzero, each with its own independent U[0, 1] value; otherwise both are 0.
 # You'll know it worked when features `2k` and `2k + 1` are zero in exactly the same samples.
 #
-# <details><summary>Hint 1</summary>Draw presence <code>[batch, inst, pairs]</code>, then <code>.repeat_interleave(2, dim=-1)</code> gives <code>[p0, p0, p1, p1, ...]</code>.</details>
+# <details><summary>Hint 1</summary>Draw one presence per pair and give it to both features of the pair; draw the values per feature.</details>
+# <details><summary>Hint 2</summary><code>repeat_interleave</code> on the last dimension turns <code>[p0, p1]</code> into <code>[p0, p0, p1, p1]</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "generate_correlated_batch", "locked": false, "schema_version": 3, "solution": true}
 def generate_correlated_batch(batch_size: int, pair_probability: Float[Tensor, "inst pairs"]
@@ -714,7 +742,8 @@ check(generate_correlated_batch)
 # feature, with equal chance. Values are U[0, 1]. You'll know it worked when no sample has both
 # features of a pair nonzero, while each feature is still nonzero a fraction `p` of the time.
 #
-# <details><summary>Hint 1</summary><code>active = rand &lt; 2 * p</code>, <code>first = rand &lt; 0.5</code>; then <code>torch.stack([active &amp; first, active &amp; ~first], dim=-1).flatten(-2)</code> puts them in pair order.</details>
+# <details><summary>Hint 1</summary>Two decisions per pair: is the pair active (probability <code>2p</code>), and if so, which of its two features shows (a fair coin)?</details>
+# <details><summary>Hint 2</summary>Combine the two boolean draws with <code>&amp;</code> and <code>~</code>; <code>torch.stack(..., dim=-1)</code> then <code>flatten(-2)</code> puts the features in pair order.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "generate_anticorrelated_batch", "locked": false, "schema_version": 3, "solution": true}
 def generate_anticorrelated_batch(batch_size: int, pair_probability: Float[Tensor, "inst pairs"]
@@ -740,7 +769,8 @@ check(generate_anticorrelated_batch)
 # columns `2k` and `2k + 1` for every pair, `[inst, pairs]` (0 where a column is zero). You'll know it
 # worked when an antipodal pair gives −1 and an orthogonal pair 0.
 #
-# <details><summary>Hint 1</summary><code>W_hat[:, :, 0::2]</code> and <code>W_hat[:, :, 1::2]</code> are the first and second features of every pair.</details>
+# <details><summary>Hint 1</summary>Normalise the columns (leaving zero columns at zero), then pair column <code>2k</code> with column <code>2k + 1</code>.</details>
+# <details><summary>Hint 2</summary>Strided slices <code>0::2</code> and <code>1::2</code> on the feature dimension, multiplied and summed over the hidden dimension.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "pair_cosines", "locked": false, "schema_version": 3, "solution": true}
 def pair_cosines(W: Float[Tensor, "inst d_hidden feats"]) -> Float[Tensor, "inst pairs"]:
@@ -775,18 +805,28 @@ print("within-pair cosines, anticorrelated:", [[round(c, 2) for c in row] for ro
 
 # %% [markdown]
 # What you should see:
-# - **Anticorrelated** pairs at the highest density are antipodal (cosine −1). The two features never
-#   fire together, so sharing a line costs nothing.
-# - **Correlated** pairs in the sparsest instance are orthogonal (cosine ≈ 0), and the two *pairs* sit
-#   opposite each other, each pair forming a small orthogonal basis. The model superposes features that
-#   rarely co-occur (different pairs), not features that always do. At the highest density there is not
-#   room for all four; the two features of a pair may then collapse onto one shared direction (cosine 1),
-#   representing their sum, as the paper describes for correlated features with too little room.
+# - **Anticorrelated** pairs at the highest density (1 − S = 0.3) are antipodal (cosine −1), and the two
+#   pairs take orthogonal lines. The two features of a pair never fire together, so sharing a line costs
+#   nothing, while features of different pairs often do (each is present 30 % of the time).
+# - **Anticorrelated** pairs at the lower densities (0.1 and 0.03) are *not* antipodal in this run: the
+#   features of a pair are orthogonal (cosine ≈ 0) and each feature sits opposite a feature of the other
+#   pair: a square of two antipodal pairs, with the partners swapped. The other square would be better:
+#   with the same weights and the partners exchanged, the loss on anticorrelated data is close to 0,
+#   while this one leaves a few percent of the loss of predicting 0. But the difference comes only from
+#   the samples in which features of different pairs fire together, about `p²` of them (1 % at
+#   `p = 0.1`, 0.1 % at 0.03), so it is small, and this run does not find the better square.
+# - **Correlated** pairs at the lower densities are orthogonal within each pair (cosine ≈ 0), and the two
+#   *pairs* sit opposite each other, each pair forming a small orthogonal basis. The model superposes
+#   features that rarely co-occur (different pairs), not features that always do. At the highest
+#   density there is not room for all four; the two features of each pair collapse onto one shared
+#   direction (cosine 1), representing their sum, as the paper describes for correlated features with too
+#   little room.
 #
 # ### Recap
-# - Co-occurrence sets the cost of interference. Anticorrelated features take antipodal pairs;
-#   correlated features take orthogonal directions and share space only with features they rarely
-#   co-occur with.
+# - Co-occurrence sets the cost of interference. Anticorrelated features share a line when features are
+#   common enough for the saving to matter (here at density 0.3); correlated features take orthogonal
+#   directions and share space only with features they rarely co-occur with, or merge into one direction
+#   when there is no room.
 
 # %% [markdown]
 # ## 5. Computation in superposition
@@ -812,7 +852,8 @@ print("within-pair cosines, anticorrelated:", [[round(c, 2) for c in row] for ro
 # `[batch, inst, feats]`. Unlike the toy model, `W1` and `W2` are separate matrices. You'll know it
 # worked when a model with `W1 = [[1], [−1]]`, `W2 = [[1, 1]]` returns `|x|`.
 #
-# <details><summary>Hint 1</summary><code>torch.einsum("knf,bkf->bkn", W1, x)</code> for the neurons' inputs, then <code>torch.einsum("kfn,bkn->bkf", W2, h)</code>.</details>
+# <details><summary>Hint 1</summary>Two linear maps, each followed by a ReLU; the bias goes in before the final ReLU.</details>
+# <details><summary>Hint 2</summary><code>torch.einsum</code>, with the instance index shared, as in <code>toy_forward</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "abs_model_forward", "locked": false, "schema_version": 3, "solution": true}
 def abs_model_forward(W1: Float[Tensor, "inst d_mlp feats"], W2: Float[Tensor, "inst feats d_mlp"],
@@ -838,8 +879,8 @@ check(abs_model_forward)
 # needed). Give feature `i` one neuron for `ReLU(x_i)` and one for `ReLU(−x_i)`. You'll know it worked when
 # the model is exact on dense inputs, with every feature nonzero at once.
 #
-# <details><summary>Hint 1</summary>Neuron <code>2i</code> reads <code>+x_i</code> and neuron <code>2i + 1</code> reads <code>−x_i</code>: <code>torch.eye(n).repeat_interleave(2, dim=0) * torch.tensor([1., -1.]).repeat(n)[:, None]</code>.</details>
-# <details><summary>Hint 2</summary>Output <code>i</code> adds neurons <code>2i</code> and <code>2i + 1</code> with weight +1 each.</details>
+# <details><summary>Hint 1</summary>Neuron <code>2i</code> reads <code>+x_i</code> and neuron <code>2i + 1</code> reads <code>−x_i</code>; output <code>i</code> adds those two neurons with weight +1 each.</details>
+# <details><summary>Hint 2</summary><code>torch.eye</code> and <code>repeat_interleave</code> build both matrices; multiply <code>W1</code>'s rows by alternating signs.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "abs_solution_weights", "locked": false, "schema_version": 3, "solution": true}
 def abs_solution_weights(n_features: int) -> tuple[Float[Tensor, "d_mlp feats"], Float[Tensor, "feats d_mlp"]]:
@@ -874,6 +915,7 @@ check(abs_solution_weights)
 # `|x_0|` for the most important feature almost exactly.
 #
 # <details><summary>Hint 1</summary>Copy your <code>train_toy_model</code> and change the parameters, the data and the target.</details>
+# <details><summary>Hint 2</summary><code>Tensor.abs()</code> for <code>W2</code>'s initialisation and for the target; <code>torch.randint</code> for the signs.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "train_abs_model", "locked": false, "schema_version": 3, "solution": true}
 def train_abs_model(importance: Float[Tensor, "inst feats"], feature_probability: Float[Tensor, "inst feats"],
@@ -912,7 +954,8 @@ check(train_abs_model)
 # the batch. A perfect prediction scores 1; predicting the mean scores 0. You'll know it worked when
 # `prediction = target` gives 1 everywhere.
 #
-# <details><summary>Hint 1</summary><code>target.var(0, unbiased=False)</code></details>
+# <details><summary>Hint 1</summary>The mean squared error and the variance are both taken over the batch axis, separately for each instance and feature.</details>
+# <details><summary>Hint 2</summary><code>Tensor.var</code> with <code>unbiased=False</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "explained_variance", "locked": false, "schema_version": 3, "solution": true}
 def explained_variance(target: Float[Tensor, "batch inst feats"], prediction: Float[Tensor, "batch inst feats"]
@@ -944,7 +987,7 @@ with torch.no_grad():
     ev = explained_variance(x_eval.abs(), abs_model_forward(W1_abs, W2_abs, b_abs, x_eval))
 computed = ev.clamp(min=0).sum(-1)
 for p, c in zip(ABS_DENSITIES.tolist(), computed.tolist()):
-    print(f"1−S = {p:<5}: {c:5.2f} features' worth computed with {ABS_NEURONS} neurons")
+    print(f"1−S = {p:<4.2f}: {c:5.2f} features' worth computed with {ABS_NEURONS} neurons")
 
 # %%
 for k in (0, 4):
@@ -956,8 +999,9 @@ for k in (0, 4):
 # neuron reading `+x_i` and one reading `−x_i`, the monosemantic solution you built by hand, and every
 # other feature is dropped. The models with density 0.1 or less compute more than 5 features' worth with
 # the same 10 neurons. In their `W₁` a neuron reads several features at once (it is *polysemantic*).
-# Some features get a single neuron, which computes only one sign of `|x_i|` (explained variance near
-# 1/2; print `ev` to see).
+# Some features are computed for one sign only: the model outputs about `|x_i|` when `x_i` has one sign
+# and about 0 when it has the other, so it computes `ReLU(x_i)` or `ReLU(−x_i)`, half of `|x_i|`
+# (explained variance near 1/2; print `ev` to see).
 #
 # ### Recap
 # - `|x|` needs 2 ReLU neurons per feature. With dense inputs a model computes `d_mlp / 2` features
@@ -969,7 +1013,7 @@ for k in (0, 4):
 # ## 6. Recovering features with a sparse autoencoder
 #
 # **Learning objectives**
-# - Write a sparse autoencoder (SAE) as in Bricken et al. (2023, "Problem Setup"): a ReLU encoder, a
+# - Write a sparse autoencoder (SAE) as in Bricken et al. (2023): a ReLU encoder, a
 #   decoder with unit-norm columns, and an L1 penalty on the latents.
 # - Detect latents that never fire ("dead") and resample them.
 # - Check that the SAE finds the toy model's true feature directions, without being told them.
@@ -992,7 +1036,8 @@ for k in (0, 4):
 # Build `sae_forward`, returning `(latents [batch, d_sae], h_hat [batch, d_in])`. You'll know it worked
 # when an input equal to `b_dec` gives latents `ReLU(b_enc)`.
 #
-# <details><summary>Hint 1</summary><code>(h - b_dec) @ W_enc.T + b_enc</code>, then <code>latents @ W_dec.T + b_dec</code>.</details>
+# <details><summary>Hint 1</summary>Centre by <code>b_dec</code> before encoding; decode with the decoder's columns and add <code>b_dec</code> back. <code>h</code> is <code>[batch, d_in]</code>: mind which side each matrix goes on.</details>
+# <details><summary>Hint 2</summary>Matrix products (<code>@</code>) with the transposed weights, and <code>torch.relu</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "sae_forward", "locked": false, "schema_version": 3, "solution": true}
 def sae_forward(h: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_sae d_in"], b_enc: Float[Tensor, "d_sae"],
@@ -1018,7 +1063,8 @@ check(sae_forward)
 # latents, both averaged over the batch). You'll know it worked when a perfect reconstruction with no
 # active latents gives 0.
 #
-# <details><summary>Hint 1</summary><code>(h_hat - h).pow(2).sum(-1).mean() + l1_coeff * latents.abs().sum(-1).mean()</code></details>
+# <details><summary>Hint 1</summary>Sum each term over its own feature axis first, then average over the batch.</details>
+# <details><summary>Hint 2</summary><code>pow(2)</code>, <code>abs()</code>, <code>sum(-1)</code> and <code>mean()</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "sae_loss", "locked": false, "schema_version": 3, "solution": true}
 def sae_loss(h: Float[Tensor, "batch d_in"], h_hat: Float[Tensor, "batch d_in"], latents: Float[Tensor, "batch d_sae"],
@@ -1037,12 +1083,13 @@ check(sae_loss)
 # > Difficulty 1/5 · Importance 3/5 · ~5 min
 #
 # With an L1 penalty, a latent that stops firing gets no gradient from the reconstruction and may never
-# fire again: a *dead* latent, wasted capacity. Bricken et al. found many in their first runs and fixed
-# them by resampling. First, detect them. Build `dead_latents`: from `latents` `[batch, d_sae]`, return
+# fire again: a *dead* latent, wasted capacity. Bricken et al. bring dead latents back by resampling
+# them (next exercise). First, detect them. Build `dead_latents`: from `latents` `[batch, d_sae]`, return
 # a boolean `[d_sae]`, True for latents that are 0 on every sample of the batch. You'll know it worked
 # when a latent that fires once in the batch is not dead.
 #
-# <details><summary>Hint 1</summary><code>~(latents &gt; 0).any(0)</code></details>
+# <details><summary>Hint 1</summary>A latent is alive if it is positive on at least one sample.</details>
+# <details><summary>Hint 2</summary><code>Tensor.any</code> over the batch dimension, then negate with <code>~</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "dead_latents", "locked": false, "schema_version": 3, "solution": true}
 def dead_latents(latents: Float[Tensor, "batch d_sae"]) -> Bool[Tensor, "d_sae"]:
@@ -1059,9 +1106,20 @@ check(dead_latents)
 # ## Exercise: resample dead latents
 # > Difficulty 3/5 · Importance 3/5 · ~20 min
 #
-# Bricken et al. (appendix on neuron resampling) restart a dead latent where the SAE is doing worst:
-# they point it at an input that is reconstructed badly. We use a deterministic version of their
-# recipe. Build `resample_dead_latents(h, W_enc, b_enc, W_dec, b_dec, dead)`:
+# Bricken et al. (2023) restart a dead latent (a dead "neuron" of the autoencoder, in their words) where the
+# SAE does worst. Their recipe: compute the loss on a large random sample of inputs; for each dead
+# neuron, draw one input with probability proportional to the square of its loss; set the neuron's
+# decoder vector to that *input*, normalised to unit length, and its encoder vector to the same input
+# scaled to 0.2 times the mean norm of the alive neurons' encoder vectors, with encoder bias 0; then
+# reset Adam's state for the parameters that changed.
+#
+# This exercise keeps the 0.2 scale and the zero bias but changes two things. It is deterministic: the
+# dead latents get the batch's worst-reconstructed samples in order (`topk`) instead of a random draw.
+# And it points a latent at the sample's *residual* `h − ĥ`, the part of the input the SAE currently
+# misses, not at the input itself (the two coincide only where no latent fires and `b_dec = 0`).
+# (`train_sae` also restarts Adam for all parameters, not only the changed ones.)
+#
+# Build `resample_dead_latents(h, W_enc, b_enc, W_dec, b_dec, dead)`:
 # 1. Run the SAE on the batch `h`. The residual is `h − ĥ` and each sample's loss is `||h − ĥ||²`.
 # 2. Take the `n_dead` samples with the largest loss (`torch.topk`, in decreasing order). The `k`-th dead
 #    latent (in index order) gets the `k`-th of them. Its direction `d` is that sample's residual
@@ -1075,8 +1133,8 @@ check(dead_latents)
 # You'll know it worked when the new decoder columns are unit vectors along the worst residuals and
 # nothing else changed.
 #
-# <details><summary>Hint 1</summary>Work on clones inside <code>torch.no_grad()</code>: <code>W_enc = W_enc.detach().clone()</code>, and the same for the others.</details>
-# <details><summary>Hint 2</summary><code>idx = loss.topk(int(dead.sum())).indices</code>; <code>d = residual[idx] / residual[idx].norm(dim=-1, keepdim=True)</code>; <code>W_dec[:, dead] = d.T</code>.</details>
+# <details><summary>Hint 1</summary>Work on copies, without autograd. Compute each sample's loss, pick the worst samples (one per dead latent), and write only into the dead latents' rows and columns.</details>
+# <details><summary>Hint 2</summary><code>torch.no_grad()</code>, <code>clone()</code>, <code>topk</code> for the worst samples, and assignment through a boolean mask (<code>W_dec[:, dead] = ...</code>).</details>
 
 # %% nbgrader={"grade": false, "grade_id": "resample_dead_latents", "locked": false, "schema_version": 3, "solution": true}
 def resample_dead_latents(h: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_sae d_in"], b_enc: Float[Tensor, "d_sae"],
@@ -1121,14 +1179,15 @@ check(resample_dead_latents)
 #    (`(step + 1) % resample_every == 0`) in the *first half* of training (`step + 1 <= steps // 2`),
 #    call `resample_dead_latents` on the current batch for the latents dead in the window, replace the
 #    parameters (as fresh leaf tensors that require gradients), and restart Adam, since its moment
-#    estimates are stale. Start a new window after every window end.
+#    estimates are stale. Start a new window after every window end. (Bricken et al. resample at four
+#    fixed steps, each time the neurons that did not fire in the preceding 12,500 steps.)
 # 4. Return `(W_enc, b_enc, W_dec, b_dec, n_resampled)`, detached, where `n_resampled` is the total number
 #    of latents resampled (an `int`).
 #
 # You'll know it worked when the decoder columns line up with the toy model's features (next exercise).
 #
-# <details><summary>Hint 1</summary>Keep <code>dead_in_window = torch.ones(d_sae, dtype=torch.bool)</code> and update it with <code>&amp;= dead_latents(latents)</code> every step.</details>
-# <details><summary>Hint 2</summary>After resampling: <code>params = [t.clone().requires_grad_() for t in new_params]</code> and a new <code>torch.optim.Adam(params, lr=lr)</code>.</details>
+# <details><summary>Hint 1</summary>Keep one boolean per latent for the current window: it starts True and turns False as soon as the latent fires on a batch. Pass exactly those still True to <code>resample_dead_latents</code>.</details>
+# <details><summary>Hint 2</summary><code>&amp;=</code> with your <code>dead_latents</code> every step; after resampling, fresh leaves with <code>clone().requires_grad_()</code> and a new <code>torch.optim.Adam</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "train_sae", "locked": false, "schema_version": 3, "solution": true}
 def train_sae(h_data: Float[Tensor, "n_samples d_in"], d_sae: int, l1_coeff: float = 0.3, steps: int = 2000,
@@ -1180,7 +1239,8 @@ check(train_sae)
 # opposite way fires on the opposite inputs and is not a match). You'll know it worked when `W_dec` equal
 # to `W_features` (with extra columns) gives 1 for every feature.
 #
-# <details><summary>Hint 1</summary>Normalise both sets of columns, take <code>W_features_hat.T @ W_dec_hat</code> (<code>[feats, d_sae]</code>), then <code>.max(dim=1).values</code>.</details>
+# <details><summary>Hint 1</summary>Normalise both sets of columns; you need every (true feature, latent) cosine, then the best latent for each true feature.</details>
+# <details><summary>Hint 2</summary>One matrix product of the normalised matrices (<code>[feats, d_sae]</code>), then <code>max(dim=1)</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "feature_recovery", "locked": false, "schema_version": 3, "solution": true}
 def feature_recovery(W_dec: Float[Tensor, "d_in d_sae"], W_features: Float[Tensor, "d_in feats"]) -> Float[Tensor, "feats"]:
@@ -1212,9 +1272,13 @@ latents, h_hat = sae_forward(h_sae, W_enc, b_enc, W_dec, b_dec)
 alive = ~dead_latents(latents)
 print(f"latents resampled during training: {n_resampled}; alive at the end: {int(alive.sum())} of {SAE_LATENTS}")
 print(f"fraction of variance of h unexplained: {float((h_sae - h_hat).pow(2).sum() / (h_sae - h_sae.mean(0)).pow(2).sum()):.3f}")
-print("mean number of active latents per input:", round(float((latents > 0).float().sum(-1).mean()), 2),
-      "(true features per input:", round(float((x_sae > 0).float().sum(-1).mean()), 2), ")")
+print(f"mean number of active latents per input: {float((latents > 0).float().sum(-1).mean()):.2f} "
+      f"(true features per input: {float((x_sae > 0).float().sum(-1).mean()):.2f})")
 print("best cosine similarity per true feature:", [round(c, 3) for c in feature_recovery(W_dec, W_toy).tolist()])
+cos_alive = ((W_toy / W_toy.norm(dim=0)).T @ W_dec)[:, alive]  # [true feature, alive latent]
+print("alive latents per true feature (cosine > 0.9):", (cos_alive > 0.9).sum(1).tolist())
+one_feature = (x_sae > 0).sum(-1) == 1
+print("latents active on inputs with exactly one true feature:", round(float((latents[one_feature] > 0).float().sum(-1).mean()), 2))
 
 # %%
 both = torch.cat([W_toy, W_dec[:, alive] * W_toy.norm(dim=0).mean()], dim=1)[None]
@@ -1231,9 +1295,18 @@ plots.heatmap(cos, x_labels=[f"{j}{'' if alive[j] else ' (dead)'}" for j in rang
 
 # %% [markdown]
 # What you should see: every true feature has a decoder column with cosine similarity ≥ 0.9. In the 2-D
-# plot each coloured arrow has a black arrow on top of it, and in the heatmap each row has a deep-red
-# cell. Some latents died and were resampled in the first half of training. Latents still dead at the
-# end are spare capacity: the SAE has 10 latents for 5 features.
+# plot each coloured arrow has a black arrow on top of it, and in the heatmap (positive red, negative
+# blue, 0 white) each row has a deep-red cell. Some latents died and were resampled in the first half of
+# training. Latents still dead at the end are spare capacity: the SAE has 10 latents for 5 features.
+#
+# Look at the alive latents more closely: every one of them points at a true feature, and some features
+# have *two* (three of the five in the reference run: 8 alive latents for 5 features). On most inputs
+# with a single true feature (about three in four), both copies fire, so more latents are active than
+# there are features. Nothing in the loss removes such duplicates. If two latents share a decoder
+# direction, the reconstruction depends only on the sum of their activations, and so does the L1 penalty
+# (the activations are nonnegative, so `|a| + |b| = a + b`): splitting a feature between two copies costs
+# exactly what one latent costs. So the number of alive latents overcounts the features: an analysis
+# should look for latents with (nearly) the same decoder direction before counting features.
 #
 # Nobody told the SAE about the features. It found the pentagon from 2-D activations in which every
 # direction carries several features. This is how Bricken et al. pull interpretable features out of
@@ -1243,7 +1316,8 @@ plots.heatmap(cos, x_labels=[f"{j}{'' if alive[j] else ' (dead)'}" for j in rang
 # - An SAE rewrites activations as sparse nonnegative combinations of unit-norm decoder directions; the
 #   L1 penalty trades reconstruction for sparsity.
 # - Dead latents waste capacity; resampling them towards badly reconstructed inputs brings them back.
-# - On a toy model in superposition the SAE's decoder directions match the true feature directions.
+# - On a toy model in superposition the SAE's decoder directions match the true feature directions;
+#   spare latents die or duplicate a feature (the L1 penalty cannot tell one latent from two copies).
 
 # %% [markdown]
 # ## Summary

@@ -34,10 +34,34 @@ def train_toy(solutions, seed: int = 0):
 
 
 def train_corr(solutions, correlation: str, seed: int = 0):
+    """(W, b_final) of section 4's run for one correlation."""
     probability = torch.tensor(CORR_DENSITIES)[:, None].expand(len(CORR_DENSITIES), 4)
-    W, _ = solutions.train_toy_model(torch.ones(len(CORR_DENSITIES), 4), probability, 2, steps=2000, batch_size=512,
+    return solutions.train_toy_model(torch.ones(len(CORR_DENSITIES), 4), probability, 2, steps=2000, batch_size=512,
                                      lr=1e-2, seed=seed, correlation=correlation)
-    return W
+
+
+def sweep_settings():
+    """Section 2's sweep: 24 features of equal importance in 4 dimensions, 16 sparsities."""
+    probability = (50 ** -torch.linspace(0, 1, 16))[:, None].expand(16, 24)
+    return torch.ones(16, 24), probability
+
+
+# Section 3's phase diagram
+PHASE_GRID, PHASE_COPIES = 7, 4
+
+
+def train_phase(solutions):
+    """The notebook's phase diagram: phases [relative importance, density] of the best of 4 copies per cell."""
+    rel, dens = 10 ** torch.linspace(-1, 1, PHASE_GRID), 10 ** torch.linspace(0, -1.5, PHASE_GRID)
+    importance, probability = solutions.phase_diagram_instances(rel, dens)
+    importance, probability = importance.repeat(PHASE_COPIES, 1), probability.repeat(PHASE_COPIES, 1)
+    W, b = solutions.train_toy_model(importance, probability, d_hidden=1, steps=2000, batch_size=256, lr=1e-2, seed=0)
+    with torch.no_grad():  # the notebook draws its evaluation batch right after training
+        x = solutions.generate_batch(20_000, probability)
+        loss = solutions.importance_weighted_loss(solutions.toy_forward(W, b, x), x, importance)
+    best = loss.reshape(PHASE_COPIES, -1).argmin(0)
+    W_best = W.reshape(PHASE_COPIES, -1, 1, 2)[best, torch.arange(PHASE_GRID ** 2)]
+    return rel, dens, solutions.classify_phase(W_best).reshape(PHASE_GRID, PHASE_GRID)
 
 
 def train_abs(solutions, seed: int = 0):
@@ -85,9 +109,23 @@ def sweep_W(solutions):
 
 
 @pytest.fixture(scope="session")
-def corr_runs(solutions):
-    """W of the correlated and of the anticorrelated run (section 4), seed 0."""
+def corr_models(solutions):
+    """(W, b_final) of the correlated and of the anticorrelated run (section 4), seed 0."""
     return train_corr(solutions, "correlated"), train_corr(solutions, "anticorrelated")
+
+
+@pytest.fixture(scope="session")
+def corr_runs(corr_models):
+    """W of the correlated and of the anticorrelated run (section 4), seed 0."""
+    return corr_models[0][0], corr_models[1][0]
+
+
+@pytest.fixture(scope="session")
+def sweep_run(solutions):
+    """W of section 2's sweep with the notebook's settings (2000 steps)."""
+    importance, probability = sweep_settings()
+    W, _ = solutions.train_toy_model(importance, probability, 4, steps=2000, batch_size=256, lr=1e-2, seed=0)
+    return W
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +144,27 @@ def sae_h(solutions, toy_run):
 def sae_run(solutions, sae_h):
     """(W_enc, b_enc, W_dec, b_dec, n_resampled) of the SAE trained on sae_h, seed 0."""
     return train_sae(solutions, sae_h)
+
+
+# Reference runs that hidden checks compare against, trained once per session (the known-wrong-variant
+# runner calls each check once per variant).
+@pytest.fixture(scope="session")
+def ref_dense_model(solutions):
+    """The reference toy model of test_train_toy_model_reaches_the_reference_loss."""
+    importance, probability = torch.tensor([[1.0, 0.8, 0.5], [1.0, 1.0, 0.0]]), torch.ones(2, 3)
+    return solutions.train_toy_model(importance, probability, 2, steps=800, batch_size=256, lr=1e-2, seed=1)
+
+
+@pytest.fixture(scope="session")
+def ref_independent_pairs_model(solutions):
+    """A reference toy model of 4 features trained on independent features (the correlation check's baseline)."""
+    return solutions.train_toy_model(torch.ones(8, 4), torch.full((8, 4), 0.3), 2, correlation="none", steps=300,
+                                     batch_size=256, lr=1e-2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ref_short_sae(solutions):
+    """The reference SAE of test_train_sae_returned_sae_reconstructs_its_data."""
+    from tests.ch05_superposition.test_hidden import SHORT_SAE, _pentagon_h
+
+    return solutions.train_sae(_pentagon_h(4000), 10, **SHORT_SAE)

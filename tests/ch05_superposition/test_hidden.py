@@ -178,11 +178,11 @@ def test_train_toy_model_dense_keeps_two_orthogonal_and_sparse_keeps_five(impl, 
 
 
 @exercise("train_toy_model")
-def test_train_toy_model_reaches_the_reference_loss(impl, ref, solutions, seed):
+def test_train_toy_model_reaches_the_reference_loss(impl, ref_dense_model, solutions, seed):
     importance = torch.tensor([[1.0, 0.8, 0.5], [1.0, 1.0, 0.0]])
     probability = torch.ones(2, 3)
     W, b = impl.train_toy_model(importance, probability, 2, steps=800, batch_size=256, lr=1e-2, seed=1)
-    W_ref, b_ref = ref.train_toy_model(importance, probability, 2, steps=800, batch_size=256, lr=1e-2, seed=1)
+    W_ref, b_ref = ref_dense_model
     got = _eval_loss(solutions, W, b, importance, probability)
     want = _eval_loss(solutions, W_ref, b_ref, importance, probability)
     assert bool((got <= want * 1.1 + 2e-3).all()), (
@@ -200,6 +200,54 @@ def test_train_toy_model_is_seeded_and_detached(impl, seed):
     assert not W1.requires_grad and not b1.requires_grad, "return detached tensors"
     W3, _ = impl.train_toy_model(importance, probability, 3, steps=20, batch_size=64, lr=1e-2, seed=4)
     assert not torch.equal(W1, W3), "different seeds should give different models"
+
+
+def _changed_fraction(after, before) -> float:
+    return float(((torch.as_tensor(after) - torch.as_tensor(before)).abs() > 1e-7).float().mean())
+
+
+def _init_std_message(name, got, want, shape) -> str:
+    return (f"with lr = 0 training changes nothing, so {name} is the initialisation: its entries have standard "
+            f"deviation {got:.4f} for {shape}; the spec's randn * sqrt(2 / (d_hidden + feats)) gives {want:.4f}")
+
+
+@exercise("train_toy_model")
+def test_train_toy_model_initialisation_scale_and_every_parameter_trained(impl, seed):
+    # lr = 0: Adam's step is lr * (...) = 0, so what comes back is the initialisation
+    for n_inst, d_hidden, n_feats in ((64, 8, 24), (64, 2, 40)):
+        importance, probability = torch.ones(n_inst, n_feats), torch.full((n_inst, n_feats), 0.5)
+        W0, b0 = impl.train_toy_model(importance, probability, d_hidden, steps=1, batch_size=16, lr=0.0, seed=seed)
+        want = (2 / (d_hidden + n_feats)) ** 0.5
+        got = float(W0.std())
+        assert abs(got / want - 1) < 0.05, _init_std_message("W", got, want, f"d_hidden = {d_hidden}, feats = {n_feats}")
+        assert abs(float(W0.mean())) < 0.05 * want, "the initial W should have mean 0 (torch.randn)"
+        assert bool((b0 == 0).all()), "b_final should start at zeros"
+    importance, probability = torch.ones(4, 6), torch.full((4, 6), 0.5)
+    W0, b0 = impl.train_toy_model(importance, probability, 2, steps=30, batch_size=64, lr=0.0, seed=seed)
+    W1, b1 = impl.train_toy_model(importance, probability, 2, steps=30, batch_size=64, lr=1e-2, seed=seed)
+    for name, after, before in (("W", W1, W0), ("b_final", b1, b0)):
+        frac = _changed_fraction(after, before)
+        assert frac > 0.9, (
+            f"after 30 steps only {frac:.0%} of the entries of {name} moved from their initial values: every parameter "
+            f"must be trained (requires_grad on both W and b_final, and both passed to Adam)")
+
+
+@exercise("train_toy_model")
+def test_train_toy_model_samples_the_requested_correlation(impl, ref_independent_pairs_model, solutions, seed):
+    # a model trained on correlated (anticorrelated) pairs must beat one trained on independent features on that data
+    importance, probability = torch.ones(8, 4), torch.full((8, 4), 0.3)
+    settings = dict(steps=300, batch_size=256, lr=1e-2, seed=0)
+    W_none, b_none = ref_independent_pairs_model
+    for correlation in ("correlated", "anticorrelated"):
+        W, b = impl.train_toy_model(importance, probability, 2, correlation=correlation, **settings)
+        torch.manual_seed(99)
+        x = solutions.sample_features(20_000, probability, correlation)
+        own = float(solutions.importance_weighted_loss(solutions.toy_forward(W, b, x), x, importance).sum())
+        other = float(solutions.importance_weighted_loss(solutions.toy_forward(W_none, b_none, x), x, importance).sum())
+        assert own < 0.9 * other, (
+            f"trained with correlation={correlation!r}, the model's loss on {correlation} data is {own:.3f}, no better "
+            f"than a model trained on independent features ({other:.3f}): draw each batch with "
+            f"sample_features(batch_size, feature_probability, correlation)")
 
 
 # -------------------------------------------------------------------------------- superposition_per_feature
@@ -616,6 +664,31 @@ def test_train_abs_model_is_seeded_and_detached(impl, seed):
     assert not any(t.requires_grad for t in first), "return detached tensors"
 
 
+@exercise("train_abs_model")
+def test_train_abs_model_initialisation_and_every_parameter_trained(impl, seed):
+    # lr = 0: Adam's step is lr * (...) = 0, so what comes back is the initialisation
+    n_inst, d_mlp, n_feats = 64, 10, 22
+    args = (torch.ones(n_inst, n_feats), torch.full((n_inst, n_feats), 0.5), d_mlp)
+    W1, W2, b = impl.train_abs_model(*args, steps=1, batch_size=16, lr=0.0, seed=seed)
+    scale = (2 / (d_mlp + n_feats)) ** 0.5
+    got = float(W1.std())
+    assert abs(got / scale - 1) < 0.05, _init_std_message("W1", got, scale, f"d_mlp = {d_mlp}, feats = {n_feats}")
+    assert abs(float(W1.mean())) < 0.05 * scale, "the initial W1 should have mean 0 (torch.randn times the scale)"
+    assert bool((W2 >= 0).all()), "the initial W2 is the absolute value of randn * scale: no negative entries"
+    mean_abs = scale * (2 / math.pi) ** 0.5  # E|N(0, s^2)| = s sqrt(2 / pi)
+    assert abs(float(W2.mean()) / mean_abs - 1) < 0.05, (
+        f"the initial W2 (|randn| * sqrt(2 / (d_mlp + feats))) should have mean {mean_abs:.4f}; got {float(W2.mean()):.4f}")
+    assert bool((b == 0).all()), "b_final should start at zeros"
+    args = (torch.ones(3, 5), torch.full((3, 5), 0.5), 4)
+    before = impl.train_abs_model(*args, steps=30, batch_size=64, lr=0.0, seed=seed)
+    after = impl.train_abs_model(*args, steps=30, batch_size=64, lr=1e-2, seed=seed)
+    for name, a, b0 in zip(("W1", "W2", "b_final"), after, before):
+        frac = _changed_fraction(a, b0)
+        assert frac > 0.75, (
+            f"after 30 steps only {frac:.0%} of the entries of {name} moved from their initial values: every parameter "
+            f"must be trained (requires_grad on W1, W2 and b_final, and all three passed to Adam)")
+
+
 # ------------------------------------------------------------------------------------------ explained_variance
 
 @exercise("explained_variance")
@@ -815,6 +888,74 @@ def test_train_sae_resamples_dead_latents(impl, seed):
         f"latents that never fire during a window should be resampled; n_resampled = {n_resampled}")
     *_, none = impl.train_sae(h, 12, l1_coeff=0.3, steps=100, batch_size=128, lr=3e-2, resample_every=1000, seed=0)
     assert none == 0, "with resample_every larger than steps, nothing should be resampled"
+
+
+def _two_rays(n=2000, rare_every=100):
+    """Samples along +e1, except every rare_every-th along +e2; lengths in [0.5, 1.5]."""
+    t = 0.5 + torch.rand(n, generator=torch.Generator().manual_seed(0))
+    rare = torch.arange(n) % rare_every == 0
+    return torch.stack([torch.where(rare, 0.0, t), torch.where(rare, t, 0.0)], dim=1)
+
+
+@exercise("train_sae")
+def test_train_sae_resamples_exactly_the_latents_dead_in_the_window(impl, ref, seed):
+    # With lr = 0 Adam changes nothing, so the SAE keeps its initialisation except where resampling changes it.
+    # At initialisation latent j reads and writes the same unit direction and has no biases, so on these data it
+    # fires iff its direction has a positive component along e1 or e2. A window of 100 batches of 16 samples
+    # contains the rare +e2 samples with probability 1 - 1e-7, while one batch often does not.
+    h, d_sae = _two_rays(), 16
+    for s in (0, 1):
+        W_enc0, b_enc0, W_dec0, b_dec0, n0 = impl.train_sae(h, d_sae, l1_coeff=0.3, steps=200, batch_size=16, lr=0.0,
+                                                             resample_every=1000, seed=s)
+        assert n0 == 0, "with resample_every larger than steps, nothing should be resampled"
+        assert _close(W_dec0.norm(dim=0), torch.ones(d_sae)) and _close(W_enc0, W_dec0.T), (
+            "at initialisation (what lr = 0 returns) W_dec should have unit columns and W_enc = W_dec.T")
+        assert bool((b_enc0 == 0).all()) and bool((b_dec0 == 0).all()), "b_enc and b_dec should start at zeros"
+        dead = ref.dead_latents(ref.sae_forward(h, W_enc0, b_enc0, W_dec0, b_dec0)[0])
+        W_enc, b_enc, W_dec, b_dec, n = impl.train_sae(h, d_sae, l1_coeff=0.3, steps=200, batch_size=16, lr=0.0,
+                                                       resample_every=100, seed=s)
+        changed = ((W_dec - W_dec0).abs().amax(0) > 1e-5) | ((W_enc - W_enc0).abs().amax(1) > 1e-5)
+        assert torch.equal(changed, dead), (
+            f"the latents that never fired in the window are {dead.nonzero()[:, 0].tolist()}, but your train_sae "
+            f"changed latents {changed.nonzero()[:, 0].tolist()} at its one resampling step (seed {s}, lr = 0): "
+            f"a latent is dead when it fired on none of the window's batches; resample exactly those")
+        assert isinstance(n, int) and n == int(dead.sum()), (
+            f"n_resampled = {n}; {int(dead.sum())} latents were dead in the window and resampled")
+        assert _close(W_enc[dead], 0.2 * W_dec[:, dead].T, atol=1e-5) and bool((b_enc[dead] == 0).all()), (
+            "resampled latents should follow resample_dead_latents: encoder row 0.2 x the mean alive encoder norm "
+            "(1 at initialisation) x the new unit decoder column, and b_enc = 0")
+        assert torch.equal(b_dec, b_dec0), "with lr = 0 and resampling, b_dec must stay at its initial value"
+
+
+def _fvu(solutions, h, params) -> float:
+    _, h_hat = solutions.sae_forward(h, *params[:4])
+    return float((h - h_hat).pow(2).sum() / (h - h.mean(0)).pow(2).sum())
+
+
+SHORT_SAE = dict(l1_coeff=0.3, steps=300, batch_size=256, lr=3e-2, resample_every=50, seed=0)
+
+
+@exercise("train_sae")
+def test_train_sae_returned_sae_reconstructs_its_data(impl, ref_short_sae, solutions, seed):
+    h = _pentagon_h(4000)
+    got, want = _fvu(solutions, h, impl.train_sae(h, 10, **SHORT_SAE)), _fvu(solutions, h, ref_short_sae)
+    assert got <= 1.5 * want + 0.03, (
+        f"the SAE your train_sae returns leaves {got:.0%} of the variance of its training data unexplained; the "
+        f"reference leaves {want:.0%}. Renormalise the decoder columns after every optimizer step (not only at the "
+        f"end: in between, the decoder grows while the latents shrink to dodge the L1 penalty)")
+
+
+@exercise("train_sae")
+def test_train_sae_trains_every_parameter(impl, seed):
+    h = _pentagon_h(2000)
+    args = dict(l1_coeff=0.3, steps=30, batch_size=64, resample_every=1000, seed=seed)
+    before = impl.train_sae(h, 6, lr=0.0, **args)
+    after = impl.train_sae(h, 6, lr=3e-2, **args)
+    for name, a, b0 in zip(("W_enc", "b_enc", "W_dec", "b_dec"), after[:4], before[:4]):
+        frac = _changed_fraction(a, b0)
+        assert frac > 0.3, (
+            f"after 30 steps only {frac:.0%} of the entries of {name} moved from their initial values: every parameter "
+            f"must be trained (requires_grad on W_enc, b_enc, W_dec and b_dec, and all four passed to Adam)")
 
 
 # -------------------------------------------------------------------------------------------- feature_recovery

@@ -64,14 +64,31 @@ def loss_sum_over_batch(out, x, importance):
 
 
 # train_toy_model
-def _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed, zero_grad=True, sparsity=False):
+def _sample(batch_size, p, correlation):
+    """The notebook's sample_features, self-contained: independent, correlated or anticorrelated pairs."""
+    if correlation == "none":
+        return _batch(batch_size, p)
+    q = p[:, 0::2]
+    n_inst, n_pairs = q.shape
+    if correlation == "correlated":
+        present = (torch.rand(batch_size, n_inst, n_pairs) < q).repeat_interleave(2, dim=-1)
+    else:
+        active = torch.rand(batch_size, n_inst, n_pairs) < 2 * q
+        first = torch.rand(batch_size, n_inst, n_pairs) < 0.5
+        present = torch.stack([active & first, active & ~first], dim=-1).flatten(-2)
+    return torch.where(present, torch.rand(batch_size, n_inst, 2 * n_pairs), 0.0)
+
+
+def _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed, zero_grad=True, sparsity=False,
+           correlation="none", init_scale=None, train_bias=True):
     torch.manual_seed(seed)
     n_inst, n_feats = importance.shape
-    W = (torch.randn(n_inst, d_hidden, n_feats) * (2 / (d_hidden + n_feats)) ** 0.5).requires_grad_()
-    b = torch.zeros(n_inst, n_feats, requires_grad=True)
+    scale = (2 / (d_hidden + n_feats)) ** 0.5 if init_scale is None else init_scale(d_hidden, n_feats)
+    W = (torch.randn(n_inst, d_hidden, n_feats) * scale).requires_grad_()
+    b = torch.zeros(n_inst, n_feats, requires_grad=train_bias)
     opt = torch.optim.Adam([W, b], lr=lr)
     for _ in range(steps):
-        x = _batch(batch_size, 1 - feature_probability if sparsity else feature_probability)
+        x = _sample(batch_size, 1 - feature_probability if sparsity else feature_probability, correlation)
         loss = (importance * (x - _toy_forward(W, b, x)) ** 2).sum(-1).mean(0).sum()
         if zero_grad:
             opt.zero_grad()
@@ -82,17 +99,40 @@ def _train(importance, feature_probability, d_hidden, steps, batch_size, lr, see
 
 def train_toy_model_without_zero_grad(importance, feature_probability, d_hidden, steps=2000, batch_size=512, lr=1e-2,
                                       seed=0, correlation="none"):
-    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed, zero_grad=False)
+    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed, zero_grad=False,
+                  correlation=correlation)
 
 
 def train_toy_model_probability_as_sparsity(importance, feature_probability, d_hidden, steps=2000, batch_size=512,
                                             lr=1e-2, seed=0, correlation="none"):
-    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed, sparsity=True)
+    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed, sparsity=True,
+                  correlation=correlation)
 
 
 def train_toy_model_unseeded(importance, feature_probability, d_hidden, steps=2000, batch_size=512, lr=1e-2, seed=0,
                              correlation="none"):
-    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed=int(torch.randint(0, 10**6, ())))
+    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed=int(torch.randint(0, 10**6, ())),
+                  correlation=correlation)
+
+
+def train_toy_model_init_variance_as_scale(importance, feature_probability, d_hidden, steps=2000, batch_size=512,
+                                           lr=1e-2, seed=0, correlation="none"):
+    # forgot the square root: multiplies randn by 2 / (d_hidden + feats) instead of its square root
+    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed, correlation=correlation,
+                  init_scale=lambda d, f: 2 / (d + f))
+
+
+def train_toy_model_bias_not_trained(importance, feature_probability, d_hidden, steps=2000, batch_size=512, lr=1e-2,
+                                     seed=0, correlation="none"):
+    # b_final created without requires_grad: Adam silently skips it and it stays 0
+    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed, correlation=correlation,
+                  train_bias=False)
+
+
+def train_toy_model_ignores_correlation(importance, feature_probability, d_hidden, steps=2000, batch_size=512,
+                                        lr=1e-2, seed=0, correlation="none"):
+    # calls generate_batch directly: the correlation argument has no effect
+    return _train(importance, feature_probability, d_hidden, steps, batch_size, lr, seed)
 
 
 # superposition_per_feature
@@ -275,12 +315,14 @@ def abs_weights_positive_neurons_only(n_features):
 
 
 # train_abs_model
-def _train_abs(importance, feature_probability, d_mlp, steps, batch_size, lr, seed, signed=True, target_abs=True):
+def _train_abs(importance, feature_probability, d_mlp, steps, batch_size, lr, seed, signed=True, target_abs=True,
+               train_W2=True, abs_W2=True):
     torch.manual_seed(seed)
     n_inst, n_feats = importance.shape
     scale = (2 / (d_mlp + n_feats)) ** 0.5
     W1 = (torch.randn(n_inst, d_mlp, n_feats) * scale).requires_grad_()
-    W2 = (torch.randn(n_inst, n_feats, d_mlp) * scale).abs().requires_grad_()
+    W2 = torch.randn(n_inst, n_feats, d_mlp) * scale
+    W2 = (W2.abs() if abs_W2 else W2).requires_grad_(train_W2)
     b = torch.zeros(n_inst, n_feats, requires_grad=True)
     opt = torch.optim.Adam([W1, W2, b], lr=lr)
     for _ in range(steps):
@@ -302,6 +344,16 @@ def train_abs_model_target_x(importance, feature_probability, d_mlp, steps=3000,
 
 def train_abs_model_unsigned_inputs(importance, feature_probability, d_mlp, steps=3000, batch_size=256, lr=3e-3, seed=0):
     return _train_abs(importance, feature_probability, d_mlp, steps, batch_size, lr, seed, signed=False)
+
+
+def train_abs_model_W2_not_trained(importance, feature_probability, d_mlp, steps=3000, batch_size=256, lr=3e-3, seed=0):
+    # W2 created with requires_grad=False: Adam silently skips it and it keeps its initial values
+    return _train_abs(importance, feature_probability, d_mlp, steps, batch_size, lr, seed, train_W2=False)
+
+
+def train_abs_model_signed_W2_init(importance, feature_probability, d_mlp, steps=3000, batch_size=256, lr=3e-3, seed=0):
+    # forgot the absolute value of W2's initialisation
+    return _train_abs(importance, feature_probability, d_mlp, steps, batch_size, lr, seed, abs_W2=False)
 
 
 # explained_variance
@@ -383,8 +435,14 @@ def resample_in_place(h, W_enc, b_enc, W_dec, b_dec, dead):
     return _resample(h, W_enc, b_enc, W_dec, b_dec, dead, in_place=True)
 
 
+def resample_alive_latents(h, W_enc, b_enc, W_dec, b_dec, dead):
+    # `~dead` where `dead` was meant: the alive latents are overwritten, the dead ones stay dead
+    return _resample(h, W_enc, b_enc, W_dec, b_dec, ~dead)
+
+
 # train_sae
-def _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, renormalise=True, resample=True):
+def _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, renormalise="every step",
+               resample=True, which="dead", track="window"):
     torch.manual_seed(seed)
     d_in = h_data.shape[1]
     W_dec = torch.randn(d_in, d_sae)
@@ -401,27 +459,60 @@ def _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, s
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if renormalise:
+        if renormalise == "every step":
             with torch.no_grad():
                 params[2] /= params[2].norm(dim=0, keepdim=True)
-        dead &= ~(latents > 0).any(0)
+        fired = (latents > 0).any(0)
+        if track == "window":
+            dead &= ~fired
+        elif track == "last batch":
+            dead = ~fired
+        # track == "never": `dead` stays all True
         if (step + 1) % resample_every == 0:
             if resample and step + 1 <= steps // 2 and dead.any():
-                params = [t.clone().requires_grad_() for t in _resample(h, *params, dead)]
+                chosen = dead if which == "dead" else ~dead
+                params = [t.clone().requires_grad_() for t in _resample(h, *params, chosen)]
                 opt = torch.optim.Adam(params, lr=lr)
                 n_resampled += int(dead.sum())
             dead = torch.ones(d_sae, dtype=torch.bool)
+    if renormalise == "at the end":
+        with torch.no_grad():
+            params[2] /= params[2].norm(dim=0, keepdim=True)
     return (*(t.detach() for t in params), n_resampled)
 
 
 def train_sae_without_decoder_renormalisation(h_data, d_sae, l1_coeff=0.3, steps=2000, batch_size=256, lr=3e-2,
                                               resample_every=100, seed=0):
-    return _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, renormalise=False)
+    return _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, renormalise="never")
+
+
+def train_sae_renormalises_only_at_the_end(h_data, d_sae, l1_coeff=0.3, steps=2000, batch_size=256, lr=3e-2,
+                                           resample_every=100, seed=0):
+    # unit-norm columns when returned, but during training the decoder grows and the latents shrink
+    return _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, renormalise="at the end")
 
 
 def train_sae_without_resampling(h_data, d_sae, l1_coeff=0.3, steps=2000, batch_size=256, lr=3e-2, resample_every=100,
                                  seed=0):
     return _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, resample=False)
+
+
+def train_sae_resamples_alive_latents(h_data, d_sae, l1_coeff=0.3, steps=2000, batch_size=256, lr=3e-2,
+                                      resample_every=100, seed=0):
+    # passes `~dead` to resample_dead_latents (and still counts the dead ones)
+    return _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, which="alive")
+
+
+def train_sae_never_tracks_dead_latents(h_data, d_sae, l1_coeff=0.3, steps=2000, batch_size=256, lr=3e-2,
+                                        resample_every=100, seed=0):
+    # the window's dead mask is never updated, so every latent is "dead" and resampled at each window end
+    return _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, track="never")
+
+
+def train_sae_dead_on_last_batch_only(h_data, d_sae, l1_coeff=0.3, steps=2000, batch_size=256, lr=3e-2,
+                                      resample_every=100, seed=0):
+    # resamples the latents that did not fire on the window's last batch, not on every batch of the window
+    return _train_sae(h_data, d_sae, l1_coeff, steps, batch_size, lr, resample_every, seed, track="last batch")
 
 
 # feature_recovery
@@ -443,7 +534,8 @@ WRONG = {
     "toy_forward": [toy_forward_no_relu, toy_forward_bias_after_relu, toy_forward_relu_on_hidden_too],
     "importance_weighted_loss": [loss_mean_over_features, loss_importance_squared, loss_sum_over_batch],
     "train_toy_model": [train_toy_model_without_zero_grad, train_toy_model_probability_as_sparsity,
-                        train_toy_model_unseeded],
+                        train_toy_model_unseeded, train_toy_model_init_variance_as_scale,
+                        train_toy_model_bias_not_trained, train_toy_model_ignores_correlation],
     "superposition_per_feature": [superposition_including_self, superposition_unnormalised,
                                   superposition_normalises_the_other_feature],
     "consecutive_angles": [angles_without_wraparound, angles_in_radians, angles_in_feature_order],
@@ -459,14 +551,17 @@ WRONG = {
     "pair_cosines": [pair_cosines_unnormalised, pair_cosines_block_pairs],
     "abs_model_forward": [abs_forward_no_hidden_relu, abs_forward_no_final_relu],
     "abs_solution_weights": [abs_weights_subtract_negative_neuron, abs_weights_positive_neurons_only],
-    "train_abs_model": [train_abs_model_target_x, train_abs_model_unsigned_inputs],
+    "train_abs_model": [train_abs_model_target_x, train_abs_model_unsigned_inputs, train_abs_model_W2_not_trained,
+                        train_abs_model_signed_W2_init],
     "explained_variance": [explained_variance_over_mean_square, explained_variance_unnormalised],
     "sae_forward": [sae_forward_no_centering, sae_forward_no_relu, sae_forward_tied_encoder],
     "sae_loss": [sae_loss_mean_over_d_in, sae_loss_l2_penalty],
     "dead_latents": [dead_latents_inverted, dead_latents_zero_on_any_sample],
     "resample_dead_latents": [resample_towards_inputs_not_residuals, resample_full_encoder_norm,
-                              resample_best_reconstructed, resample_in_place],
-    "train_sae": [train_sae_without_decoder_renormalisation, train_sae_without_resampling],
+                              resample_best_reconstructed, resample_in_place, resample_alive_latents],
+    "train_sae": [train_sae_without_decoder_renormalisation, train_sae_renormalises_only_at_the_end,
+                  train_sae_without_resampling, train_sae_resamples_alive_latents, train_sae_never_tracks_dead_latents,
+                  train_sae_dead_on_last_batch_only],
     "feature_recovery": [feature_recovery_absolute_cosine, feature_recovery_per_latent,
                          feature_recovery_unnormalised_decoder],
 }
