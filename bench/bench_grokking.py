@@ -16,6 +16,7 @@ import time
 import torch
 
 from micourse import grokking
+from scripts import grokking_training as training
 
 
 def seconds_per_epoch(step, epochs: int, warmup: int = 3) -> float:
@@ -35,9 +36,9 @@ def main():
     torch.set_num_threads(int(os.environ.get("MICOURSE_THREADS", "1")))
 
     p = 113
-    data = grokking.Data.make(p, frac_train=0.3, seed=0)
-    tokens, labels = grokking.make_dataset(p)
-    train_tokens = tokens[grokking.train_test_split(p, 0.3, 0)[0]]
+    data = training.Data.make(p, frac_train=0.3, seed=0)
+    tokens, labels = training.make_dataset(p)
+    train_tokens = tokens[training.train_test_split(p, 0.3, 0)[0]]
 
     fast = grokking.FastModAddModel(p, seed=0)
     bridge = fast.to_bridge()
@@ -46,18 +47,18 @@ def main():
     for name in grokking.FIXED_ZERO:  # train the same tensors as the fast model
         bridge_params[grokking.STATE_DICT_NAMES[name]].requires_grad_(False)
 
-    fast_opt, fast_sched = grokking.make_optimizer(fast)
-    bridge_opt, bridge_sched = grokking.make_optimizer(bridge)
+    fast_opt, fast_sched = training.make_optimizer(fast)
+    bridge_opt, bridge_sched = training.make_optimizer(bridge)
 
     def fast_step():
-        loss = grokking.loss_fn(fast(data.train_a, data.train_b), data.train_labels)
+        loss = training.loss_fn(fast(data.train_a, data.train_b), data.train_labels)
         fast_opt.zero_grad(set_to_none=True)
         loss.backward()
         fast_opt.step()
         fast_sched.step()
 
     def bridge_step():
-        loss = grokking.loss_fn(bridge(train_tokens)[:, -1], data.train_labels)
+        loss = training.loss_fn(bridge(train_tokens)[:, -1], data.train_labels)
         bridge_opt.zero_grad(set_to_none=True)
         loss.backward()
         bridge_opt.step()

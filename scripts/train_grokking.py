@@ -1,8 +1,8 @@
 """Train the grokking model of Nanda et al. (2023) and ship it as `utils/assets/grokking_p113/`.
 
 Paper config: p = 113, 30 % of the pairs for training, full-batch AdamW (lr 1e-3, weight decay 1.0,
-betas (0.9, 0.98)), 16 000 epochs. Uses the fast exact trainer of `micourse.grokking`
-(~0.05-0.1 s per epoch on one CPU core, so ~15-45 minutes).
+betas (0.9, 0.98)), 16 000 epochs. Uses the fast exact model of `micourse.grokking` and the loop of
+scripts/grokking_training.py (~0.05-0.1 s per epoch on one CPU core, so ~15-45 minutes).
 
 Writes, as it goes:
 - checkpoints/epoch_XXXXX.pt: float16 checkpoints (`micourse.models.save_native` format) every 100 epochs
@@ -29,6 +29,11 @@ import torch
 from micourse import grokking
 from micourse.models import ASSETS, save_native, write_checksums
 
+try:  # from the repository root (tests, bench)
+    from scripts import grokking_training as training
+except ImportError:  # run as `python scripts/<this file>.py`
+    import grokking_training as training
+
 
 def checkpoint_epochs(epochs: int) -> list[int]:
     """Dense early (memorisation happens in the first ~1000 epochs), then every 400, and the last epoch."""
@@ -54,7 +59,7 @@ def main():
     for stale in ("model.json", "model.pt", "checksums.sha256", "metrics.json"):
         (out / stale).unlink(missing_ok=True)
 
-    data = grokking.Data.make(args.p, args.frac_train, args.split_seed)
+    data = training.Data.make(args.p, args.frac_train, args.split_seed)
     model = grokking.FastModAddModel(args.p, seed=args.seed)
     to_save = set(checkpoint_epochs(args.epochs))
     config = {"p": args.p, "frac_train": args.frac_train, "seed": args.seed, "split_seed": args.split_seed,
@@ -71,7 +76,7 @@ def main():
                 {"config": config, "checkpoint_epochs": sorted(e for e in to_save if e <= epoch),
                  "log": history}, indent=1))
 
-    grokking.train(model, data, args.epochs, log_every=args.log_every, callback=save)
+    training.train(model, data, args.epochs, log_every=args.log_every, callback=save)
     save_native(model.to_bridge(), out, "model.pt")
     final = history[-1]
     (out / "model.json").write_text(json.dumps({

@@ -22,6 +22,11 @@ import torch
 from micourse import grokking
 from micourse.models import asset_dir, load_checkpoint_series, load_model
 
+try:  # from the repository root (tests, bench)
+    from scripts import grokking_training as training
+except ImportError:  # run as `python scripts/<this file>.py`
+    import grokking_training as training
+
 
 def fourier_basis(p: int) -> tuple[torch.Tensor, list[str]]:
     """Rows: constant, then cos and sin of 2 pi k x / p for k = 1..(p-1)/2, each of unit norm. (p, p)."""
@@ -45,7 +50,7 @@ def embedding_frequency_shares(W_E: torch.Tensor, p: int) -> torch.Tensor:
 
 def sum_frequency_directions(p: int, freqs: list[int]) -> torch.Tensor:
     """Orthonormal vectors over all p*p pairs (pair i = (i // p, i % p)): cos and sin of w_k (a + b). (2K, p*p)."""
-    tokens, _ = grokking.make_dataset(p)
+    tokens, _ = training.make_dataset(p)
     s = (tokens[:, 0] + tokens[:, 1]).double()
     vecs = []
     for k in freqs:
@@ -67,7 +72,7 @@ def restricted_and_excluded_logits(logits: torch.Tensor, p: int, key_freqs: list
 
 @torch.no_grad()
 def progress_measures(epochs, states, p, key_freqs, train_idx, test_idx):
-    tokens, labels = grokking.make_dataset(p)
+    tokens, labels = training.make_dataset(p)
     model = grokking.FastModAddModel(p)
     rows = []
     for epoch, state in zip(epochs, states):
@@ -76,11 +81,11 @@ def progress_measures(epochs, states, p, key_freqs, train_idx, test_idx):
         restricted, excluded = restricted_and_excluded_logits(logits, p, key_freqs)
         rows.append({
             "epoch": epoch,
-            "train_loss": float(grokking.loss_fn(logits[train_idx], labels[train_idx])),
-            "test_loss": float(grokking.loss_fn(logits[test_idx], labels[test_idx])),
-            "test_acc": grokking.accuracy(logits[test_idx], labels[test_idx]),
-            "restricted_loss": float(grokking.loss_fn(restricted, labels)),
-            "excluded_loss_train": float(grokking.loss_fn(excluded[train_idx], labels[train_idx])),
+            "train_loss": float(training.loss_fn(logits[train_idx], labels[train_idx])),
+            "test_loss": float(training.loss_fn(logits[test_idx], labels[test_idx])),
+            "test_acc": training.accuracy(logits[test_idx], labels[test_idx]),
+            "restricted_loss": float(training.loss_fn(restricted, labels)),
+            "excluded_loss_train": float(training.loss_fn(excluded[train_idx], labels[train_idx])),
             "key_freq_share": float(embedding_frequency_shares(state["embed.weight"], p)[
                 [k - 1 for k in key_freqs]].sum()),
         })
@@ -96,16 +101,16 @@ def main():
     torch.set_num_threads(int(os.environ.get("MICOURSE_THREADS", "1")))
     config = json.loads((asset_dir(args.name) / "metrics.json").read_text())["config"]
     p = config["p"]
-    train_idx, test_idx = grokking.train_test_split(p, config["frac_train"], config["split_seed"])
-    tokens, labels = grokking.make_dataset(p)
+    train_idx, test_idx = training.train_test_split(p, config["frac_train"], config["split_seed"])
+    tokens, labels = training.make_dataset(p)
     ok = True
 
     # 1. The final model.
     fast = grokking.FastModAddModel.from_bridge(load_model(args.name)).requires_grad_(False)
     logits = fast(tokens[:, 0], tokens[:, 1])
-    test_acc = grokking.accuracy(logits[test_idx], labels[test_idx])
-    print(f"final model: train loss {float(grokking.loss_fn(logits[train_idx], labels[train_idx])):.3e}, "
-          f"test loss {float(grokking.loss_fn(logits[test_idx], labels[test_idx])):.3e}, test accuracy {test_acc:.4f}")
+    test_acc = training.accuracy(logits[test_idx], labels[test_idx])
+    print(f"final model: train loss {float(training.loss_fn(logits[train_idx], labels[train_idx])):.3e}, "
+          f"test loss {float(training.loss_fn(logits[test_idx], labels[test_idx])):.3e}, test accuracy {test_acc:.4f}")
     ok &= test_acc >= 0.99
 
     # 2. Key frequencies of the embedding.

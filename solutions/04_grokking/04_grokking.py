@@ -40,16 +40,17 @@ from tqdm.auto import tqdm
 import micourse.models
 import micourse.plots as plots
 from micourse.checks import check
-from micourse.grokking import BETAS, LR, SMALL_CONFIG, WARMUP_STEPS, WEIGHT_DECAY, FastModAddModel
+from micourse.grokking import (BETAS, GROKKED_ACC, LR, PLATEAU_ACC, SMALL_CONFIG, WARMUP_STEPS, WEIGHT_DECAY,
+                               FastModAddModel, delayed_generalisation)
 
 # %% [markdown]
 # # Part 1 · The task, and grokking in front of you
 #
 # **Learning objectives**
 # - Build the modular-addition dataset and a seeded train/test split.
-# - Say why the loss must be computed in float64 once a model has memorised its training set.
+# - Say why we compute the loss in float64 once a model has memorised its training set.
 # - Write a full-batch AdamW training loop with the paper's settings.
-# - Watch a model grok: training loss near zero long before the test loss falls.
+# - Watch a model grok: a plateau of low test accuracy after the training set is memorised, then a jump.
 #
 # The setup of the paper (section 3): the model sees three tokens `a b =` and predicts `(a + b) mod p` at the
 # `=` position. The numbers `0 .. p-1` are tokens `0 .. p-1`, and `=` is token `p`. There are only `p * p`
@@ -115,18 +116,23 @@ check(split_indices)
 # ## Exercise: cross-entropy in float64
 # > Difficulty 2/5 · Importance 4/5 · ~10 min
 #
-# After memorisation the model gives each training answer a probability like `1 - 1e-7`. In float32,
-# `log_softmax` of the right answer then rounds to exactly 0, the loss is 0 and its gradient vanishes. The
-# paper's training code computes the loss in float64, and so do we: the slow clean-up of
-# Part 3 happens at training losses around `1e-7`, which float32 cannot even represent as a loss.
+# After memorisation the model gives each training answer a probability like `1 - 1e-7`, a loss of about
+# `1e-7` per pair. Float32 can represent `1e-7` (its smallest normal number is about `1e-38`), but float32
+# `log_softmax` cannot produce it. It computes `logit - logsumexp(logits)`, and `logsumexp` is the largest logit
+# plus `log(1 + ε)`, where `ε` is the sum of the other answers' `exp(logit - largest)`. In float32, `1 + ε` is
+# rounded to a multiple of `2^-23 ≈ 1.19e-7` (float32 numbers near 1 are that far apart; a term below half of
+# that, about `6e-8`, added to 1 is lost): the loss of a right answer is 0 or a whole number of steps of `1.19e-7`.
+# So near `1e-7` a float32 loss is quantised: it cannot follow the slow fall of the training loss in Part 3. (The gradient does not vanish: the
+# wrong answers' probabilities, like `1e-9`, are fine in float32; but the part of it through the right answer's
+# logit is rounded the same way.) In float64 the step is `2^-52 ≈ 2.2e-16`, far below anything this chapter measures.
 #
 # Build `cross_entropy_float64(logits, labels)`: `logits` is `[batch, p]` (any float dtype), `labels` is
 # `[batch]`; convert the logits to float64 *before* the softmax and return the mean of
 # `-log_softmax(logits)[i, labels[i]]` as a 0-dimensional float64 tensor that gradients flow through. It works
 # when a logit margin of 30 gives a tiny positive loss instead of 0.
 #
-# <details><summary>Hint 1</summary><code>logits.to(torch.float64).log_softmax(dim=-1)</code>.</details>
-# <details><summary>Hint 2</summary>Pick each row's label with <code>log_probs.gather(-1, labels[:, None])</code> or <code>log_probs[torch.arange(n), labels]</code>; then <code>-(...).mean()</code>.</details>
+# <details><summary>Hint 1</summary>The conversion must come before anything that can round: the softmax itself. After it, float64 cannot bring back what float32 rounded away.</details>
+# <details><summary>Hint 2</summary><code>Tensor.to(torch.float64)</code>, then <code>log_softmax</code> over the answers; pick each row's label with <code>gather</code> (or advanced indexing) and average.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "cross_entropy_float64", "locked": false, "schema_version": 3, "solution": true}
 def cross_entropy_float64(logits: Float[Tensor, "batch p"], labels: Int[Tensor, "batch"]) -> Float[Tensor, ""]:
@@ -141,12 +147,22 @@ def cross_entropy_float64(logits: Float[Tensor, "batch p"], labels: Int[Tensor, 
 check(cross_entropy_float64)
 
 # %% [markdown]
-# What float32 does to a memorised example: the right answer's logit is 30 above the others.
+# What float32 does to a confident right answer: its logit is `margin` above 4 others, so the exact loss is
+# `ln(1 + 4 e^-margin)`. You should see float32 return only whole multiples of `2^-23`,
+# and exactly 0 at margins 19 and 30, where the exact losses are about `2e-8` and `4e-13`; float64 gives the
+# exact value every time, to within a few of its own steps of `2^-52` (the asserts check all three).
 
 # %%
-confident = torch.tensor([[30.0, 0.0, 0.0, 0.0, 0.0]])
-print("float64 loss:", cross_entropy_float64(confident, torch.tensor([0])).item())
-print("float32 loss:", abs(confident.log_softmax(-1)[0, 0].item()))
+STEP = 2.0 ** -23  # the spacing of float32 numbers just above 1
+for margin in (14.0, 16.0, 19.0, 30.0):
+    confident = torch.tensor([[margin, 0.0, 0.0, 0.0, 0.0]])
+    exact = math.log1p(4 * math.exp(-margin))
+    in_float64 = cross_entropy_float64(confident, torch.tensor([0])).item()
+    in_float32 = -confident.log_softmax(-1)[0, 0].item()
+    print(f"margin {margin:4.0f}: exact {exact:.4e}, float64 {in_float64:.4e}, float32 {in_float32:.4e} "
+          f"= {in_float32 / STEP:.2f} x 2^-23")
+    assert abs(in_float32 / STEP - round(in_float32 / STEP)) < 0.01, "float32 gives whole multiples of 2^-23"
+    assert (in_float32 == 0) == (margin >= 19) and abs(in_float64 - exact) <= 4 * 2.0 ** -52  # float64's steps
 
 # %% [markdown]
 # ## The model, and a fast version of it
@@ -176,19 +192,22 @@ print("float32 loss:", abs(confident.log_softmax(-1)[0, 0].item()))
 # 3. the optimizer: `torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=BETAS)`
 #    with the warm-up above (`WARMUP_STEPS = 10`): `torch.optim.lr_scheduler.LambdaLR` with
 #    `lambda step: min(step / WARMUP_STEPS, 1)`, stepped after each optimizer step;
-# 4. for `epoch` in `0 .. epochs` (wrap the range in `tqdm` for a progress bar): if `epoch % log_every == 0` or
-#    `epoch == epochs`, first **log** the current model (no gradients needed): append `epoch`, training and
-#    test loss (your `cross_entropy_float64`) and training and test accuracy (fraction of pairs whose largest
-#    logit is the label) to the history; then stop if `stop_at_test_acc` is given and the test accuracy just
-#    logged is at least that. Then, unless `epoch == epochs`, take one optimizer step on the training loss.
+# 4. for `epoch` in `0 .. epochs`: if `epoch % log_every == 0` or `epoch == epochs`, first **log** the current
+#    model (no gradients needed): append `epoch`, training and test loss (your `cross_entropy_float64`) and
+#    training and test accuracy (fraction of pairs whose largest logit is the label) to the history; then stop
+#    if `stop_at_test_acc` is given and the test accuracy just logged is at least that. Then, unless
+#    `epoch == epochs`, take one optimizer step on the training loss.
+# 5. a progress bar: `with tqdm(total=epochs) as bar:` around the loop, `bar.update()` after each step. A bar
+#    closed before it reaches its total shows as failed (red in Jupyter), so when you stop early set
+#    `bar.total = bar.n` first: the bar then ends complete at the epoch where training stopped.
 #
 # Return a dict with lists `"epoch"`, `"train_loss"`, `"test_loss"`, `"train_acc"`, `"test_acc"` (Python
 # floats), and `"state_dict"`: the final `model.state_dict()`. So the row for epoch `e` describes the model
-# after `e` updates. It works when a few epochs on `p = 5` give the same history as the course's reference loop.
+# after `e` updates. It works when the first update (learning rate 0) changes nothing, and 20 epochs with the
+# paper's settings on `p = 113` log what the course's shipped run logged at epochs 0 and 20.
 #
-# <details><summary>Hint 1</summary>Operands for the model: <code>tokens[train_idx, 0]</code> and <code>tokens[train_idx, 1]</code>.</details>
-# <details><summary>Hint 2</summary>The order in each step: loss, <code>optimizer.zero_grad()</code>, <code>loss.backward()</code>, <code>optimizer.step()</code>, <code>scheduler.step()</code>. The first step then uses learning rate 0 (that is the paper's warm-up).</details>
-# <details><summary>Hint 3</summary>Use <code>with torch.no_grad():</code> around the logging, and <code>.item()</code> (or <code>float(...)</code>) to store plain numbers.</details>
+# <details><summary>Hint 1</summary>The model takes the two numbers of each pair as two separate integer tensors: build them (for the training and the test pairs) once, before the loop.</details>
+# <details><summary>Hint 2</summary>Each step: compute the loss, clear old gradients, backpropagate, step the optimizer, then step the scheduler (<code>LambdaLR</code> counts its own steps, so the first update uses <code>min(0 / 10, 1) = 0</code>). Log under <code>torch.no_grad()</code> and store plain numbers with <code>.item()</code>.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "train_model", "locked": false, "schema_version": 3, "solution": true}
 def train_model(p: int, frac_train: float, epochs: int, lr: float = LR, weight_decay: float = WEIGHT_DECAY,
@@ -203,24 +222,28 @@ def train_model(p: int, frac_train: float, epochs: int, lr: float = LR, weight_d
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=BETAS)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(step / WARMUP_STEPS, 1.0))
     history = {"epoch": [], "train_loss": [], "test_loss": [], "train_acc": [], "test_acc": []}
-    for epoch in tqdm(range(epochs + 1), desc=f"training p={p}", mininterval=1.0):
-        if epoch % log_every == 0 or epoch == epochs:
-            history["epoch"].append(epoch)
-            with torch.no_grad():
-                for name, (a, b, y) in splits.items():
-                    logits = model(a, b)
-                    history[f"{name}_loss"].append(cross_entropy_float64(logits, y).item())
-                    history[f"{name}_acc"].append((logits.argmax(-1) == y).float().mean().item())
-            if stop_at_test_acc is not None and history["test_acc"][-1] >= stop_at_test_acc:
+    with tqdm(total=epochs, desc=f"training p={p}", mininterval=1.0) as bar:
+        for epoch in range(epochs + 1):
+            if epoch % log_every == 0 or epoch == epochs:
+                history["epoch"].append(epoch)
+                with torch.no_grad():
+                    for name, (a, b, y) in splits.items():
+                        logits = model(a, b)
+                        history[f"{name}_loss"].append(cross_entropy_float64(logits, y).item())
+                        history[f"{name}_acc"].append((logits.argmax(-1) == y).float().mean().item())
+                bar.set_postfix(test_acc=f"{history['test_acc'][-1]:.3f}", refresh=False)
+                if stop_at_test_acc is not None and history["test_acc"][-1] >= stop_at_test_acc:
+                    bar.total = bar.n  # stopped early: the bar ends complete here
+                    break
+            if epoch == epochs:
                 break
-        if epoch == epochs:
-            break
-        a, b, y = splits["train"]
-        loss = cross_entropy_float64(model(a, b), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+            a, b, y = splits["train"]
+            loss = cross_entropy_float64(model(a, b), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update()
     history["state_dict"] = {name: w.detach().clone() for name, w in model.state_dict().items()}
     return history
     ### END SOLUTION
@@ -232,45 +255,71 @@ check(train_model)
 # %% [markdown]
 # ## Grokking, live
 #
-# The paper's run (`p = 113`, 30 % of pairs) takes about a quarter of an hour on one CPU core. A smaller
-# configuration from `micourse.grokking.SMALL_CONFIG` groks in a minute or two: `p = 59`, 40 % of the pairs for
-# training, learning rate `3e-3`, otherwise the paper's settings. We stop once the test accuracy reaches
-# `STOP_AT_TEST_ACC` (or after `SMALL_CONFIG["epochs"]` epochs). This cell runs your `train_model`.
+# The paper's run (`p = 113`, 30 % of pairs) takes about a quarter of an hour on one CPU core. The configuration
+# `micourse.grokking.SMALL_CONFIG` groks in front of you in a minute or two: `p = 59`, 30 % of the pairs for
+# training, learning rate `3e-3` and weight decay 3, otherwise the paper's settings. A small training fraction
+# delays generalisation; the larger weight decay brings the jump within a couple of minutes. We log every `SMALL_CONFIG["log_every"]` epochs
+# and stop once the test accuracy reaches `STOP_AT_TEST_ACC`. This cell runs your `train_model`.
+#
+# What counts as grokking here, exactly (`micourse.grokking.delayed_generalisation` decides it from the log, and
+# the cell asserts it): let `M` be the first epoch at which the training accuracy is 1 (memorised). Then
+# - **plateau**: the test accuracy stays below 0.3 (`PLATEAU_ACC`) for at least `2 M` more epochs, until an
+#   epoch `R`, with the training accuracy 1 all along;
+# - **jump**: then the test accuracy reaches 0.95 (`GROKKED_ACC`) quickly, by an epoch `G <= 1.5 R`: climbing from
+#   0.3 to 0.95 takes at most half as long as getting to 0.3 did.
+#
+# The plots shade the three stretches: memorising (`0` to `M`), the plateau (`M` to `R`) and the jump (`R` to `G`).
 
 # %%
 STOP_AT_TEST_ACC = 0.99
 print("small configuration:", SMALL_CONFIG)
 small = train_model(SMALL_CONFIG["p"], SMALL_CONFIG["frac_train"], SMALL_CONFIG["epochs"], lr=SMALL_CONFIG["lr"],
-                    seed=0, log_every=50, stop_at_test_acc=STOP_AT_TEST_ACC)
-grokked_at = next((e for e, acc in zip(small["epoch"], small["test_acc"]) if acc >= 0.95), None)
-memorised_at = next((e for e, acc in zip(small["epoch"], small["train_acc"]) if acc == 1.0), None)
-print(f"train accuracy first 1.0 at epoch {memorised_at}; test accuracy first >= 0.95 at epoch {grokked_at}; "
-      f"stopped at epoch {small['epoch'][-1]} (test accuracy {small['test_acc'][-1]:.3f})")
-assert grokked_at is not None, "the small model did not reach 95 % test accuracy: check train_model against the spec"
-assert memorised_at is not None and memorised_at < grokked_at, "expected the training set to be memorised first"
+                    weight_decay=SMALL_CONFIG["weight_decay"], seed=0, log_every=SMALL_CONFIG["log_every"],
+                    stop_at_test_acc=STOP_AT_TEST_ACC)
+live = delayed_generalisation(small["epoch"], small["train_acc"], small["test_acc"])
+print(f"memorised (train accuracy 1) at epoch {live['memorised']}; test accuracy below {PLATEAU_ACC} until epoch "
+      f"{live['plateau_end']} (a plateau of {live['plateau']} epochs); >= {GROKKED_ACC} at epoch {live['grokked']} "
+      f"({live['jump']} epochs later); stopped at epoch {small['epoch'][-1]} (test accuracy {small['test_acc'][-1]:.3f})")
+assert live["holds"], f"the live run did not grok by the criterion above ({live}): check train_model against the spec"
+assert live["memorised"] <= 100, "expected the training set to be memorised within the first hundred epochs"
 assert max(small["test_loss"]) > math.log(SMALL_CONFIG["p"]), "expected the test loss to rise above ln p while memorising"
 assert small["test_loss"][-1] < 0.01 * max(small["test_loss"]), "expected the test loss to fall by orders of magnitude"
 
 # %%
+def shade_live(fig: go.Figure) -> go.Figure:
+    """Mark memorisation, the plateau and the jump of the live run."""
+    for x0, x1, name, colour in ((0, live["memorised"], "memorised", "#1f77b4"),
+                                 (live["memorised"], live["plateau_end"], "plateau", "#7f7f7f"),
+                                 (live["plateau_end"], live["grokked"], "jump", "#2ca02c")):
+        fig.add_vrect(x0=x0, x1=x1, fillcolor=colour, opacity=0.12, line_width=0, annotation_text=name,
+                      annotation_position="top left")
+    return fig
+
+
+fig = plots.lines(torch.tensor([small["train_acc"], small["test_acc"]]), x=small["epoch"], names=["train", "test"],
+                  title=f"Small model (p = {SMALL_CONFIG['p']}): accuracy", x_title="epoch", y_title="accuracy")
+fig.add_hline(y=PLATEAU_ACC, line_dash="dot", annotation_text=f"{PLATEAU_ACC}")
+shade_live(fig).show()
 fig = plots.lines(torch.tensor([small["train_loss"], small["test_loss"]]), x=small["epoch"], names=["train", "test"],
-                  title=f"Small model (p = {SMALL_CONFIG['p']}): loss", x_title="epoch", y_title="cross-entropy",
-                  log_y=True)
+                  title="Small model: loss", x_title="epoch", y_title="cross-entropy", log_y=True)
 fig.add_hline(y=math.log(SMALL_CONFIG["p"]), line_dash="dot", annotation_text="ln p (uniform guess)")
-fig.show()
-plots.lines(torch.tensor([small["train_acc"], small["test_acc"]]), x=small["epoch"], names=["train", "test"],
-            title="Small model: accuracy", x_title="epoch", y_title="accuracy")
+shade_live(fig).show()
 
 # %% [markdown]
-# What you should see (the asserts above check each fact in it). The training accuracy reaches 1
-# first, long before the test accuracy reaches 95 %. While the model memorises, its test loss climbs above
-# `ln p`, the loss of a uniform guess: what it memorised makes its guesses on unseen pairs *confidently wrong*.
-# Then the test loss turns round and falls by orders of magnitude. On a log scale the training loss just keeps
-# creeping down: nothing in it announces the jump. Part 3 finds measures that do.
+# What you should see (the asserts above check each fact in it). The training accuracy reaches 1 within the
+# first hundred epochs. Then comes the plateau: for many times longer than memorising took, the test accuracy
+# stays below 0.3 (it creeps up slowly) while the training accuracy stays at 1. Then, in at most half the time it
+# took to get there, the test accuracy jumps to 0.95 and more. While the model memorises, its test loss climbs above `ln p`, the loss
+# of a uniform guess: what it memorised makes its guesses on unseen pairs *confidently wrong*. By the time training
+# stops, the test loss has fallen by orders of magnitude (more than 100 times) from its peak. Part 3 looks inside
+# a run like this for what changes during the plateau.
 #
 # ### Recap of Part 1
 # - The dataset is all `p²` pairs; a seeded split keeps a fixed fraction for training.
-# - Once memorised, training losses are `1e-7`-small: compute them in float64.
-# - Full-batch AdamW with weight decay 1 groks: memorise first, generalise much later.
+# - Once memorised, training losses are `1e-7`-small: float32 rounds them to 0 or whole steps of `1.19e-7`, so
+#   compute them in float64.
+# - Full-batch AdamW with weight decay and a small training fraction groks: memorise first, a long plateau, then
+#   a jump in test accuracy.
 
 # %% [markdown]
 # # Part 2 · Reading the algorithm from the weights
@@ -432,7 +481,7 @@ check(key_frequencies)
 # %% [markdown]
 # The shipped model's embedding, frequency by frequency. We call a frequency key when it holds at least
 # `KEY_FREQ_THRESHOLD` of the squared norm. You should see between 3 and 7 key frequencies that together hold
-# more than 80 % of it (the course's tests check this), and everything else near zero.
+# more than 80 % of it (the course's tests check this); the other frequencies share the rest.
 
 # %%
 KEY_FREQ_THRESHOLD = 0.05
@@ -820,9 +869,10 @@ def excluded_logits(logits: Float[Tensor, "pairs p"], directions: Float[Tensor, 
 check(excluded_logits)
 
 # %% [markdown]
-# On the final model. You should see a restricted loss below 0.01 (restricting to the key frequencies hardly
-# hurts) and an excluded loss on the training set above `ln p` (without them the model does worse than a
-# uniform guess on the pairs it was trained on). The course's tests check both.
+# On the final model. You should see a restricted loss below both the training and the test loss: keeping only
+# the key frequencies' part of the logits does not hurt, it helps (what it removes still costs the model a little,
+# on the training pairs too). And an excluded loss on the training set above `ln p`: without the key frequencies
+# the model does worse than a uniform guess on the pairs it was trained on. The course's tests check both.
 
 # %%
 directions = sum_frequency_directions(p, key_freqs)
@@ -830,6 +880,18 @@ print(f"final model: train loss {cross_entropy_float64(logits_all[train_idx], la
       f"test loss {cross_entropy_float64(logits_all[test_idx], labels[test_idx]).item():.3g}, "
       f"restricted loss {cross_entropy_float64(restricted_logits(logits_all, directions), labels).item():.3g}, "
       f"excluded loss (train) {cross_entropy_float64(excluded_logits(logits_all, directions)[train_idx], labels[train_idx]).item():.3g}")
+
+# %% [markdown]
+# These losses are around `1e-7`: this is where float64 matters (Part 1). The same training loss in float32,
+# pair by pair. You should see more than half of the training pairs' float32 losses come out as exactly 0, and
+# the float32 mean off from the float64 one by more than 20 % (the course's tests check both).
+
+# %%
+right = labels[train_idx, None]
+in_float32 = -logits_all[train_idx].float().log_softmax(-1).gather(-1, right)[:, 0]
+in_float64 = -logits_all[train_idx].double().log_softmax(-1).gather(-1, right)[:, 0]
+print(f"training loss: float64 {in_float64.mean():.4g}, float32 {in_float32.mean():.4g}; training pairs whose "
+      f"float32 loss is exactly 0: {(in_float32 == 0).float().mean():.0%} (in float64: {(in_float64 == 0).float().mean():.0%})")
 
 # %% [markdown]
 # ## Exercise: the sum of squared weights
@@ -859,8 +921,10 @@ check(sum_squared_weights)
 # ## Exercise: progress measures over checkpoints
 # > Difficulty 3/5 · Importance 5/5 · ~20 min
 #
-# Now every measure, at every checkpoint. The shipped run saved 49 checkpoints (`load_checkpoint_series` returns
-# their epochs and state dicts, with TransformerLens's names such as `"embed.weight"`). Evaluating each on all
+# Now every measure, at every checkpoint. The shipped run saved 49 checkpoints, in float16 to keep them small
+# (`load_checkpoint_series` returns their epochs and state dicts, converted to float32, with TransformerLens's names
+# such as `"embed.weight"`). Rounding the weights to float16 moves the losses a little: recomputed from the
+# checkpoints, the training and test losses agree with those logged during training to within 5 %. Evaluating each on all
 # `p²` inputs is cheap with the fast model: `FastModAddModel(p).load_bridge_state_dict(state)` loads one.
 #
 # Build `progress_measures(states, p, frac_train, seed, key_freqs)`: for each state dict, compute the logits on
@@ -871,7 +935,8 @@ check(sum_squared_weights)
 # - `"excluded_loss"`: of the excluded logits on the **training** pairs;
 # - `"sum_sq_weights"`: your `sum_squared_weights` of the state dict.
 #
-# It works when the training and test losses agree with the ones logged during training.
+# It works when the training and test losses agree with the ones logged during training (to within the 5 % that
+# float16 checkpoints allow).
 #
 # <details><summary>Hint 1</summary>Build the model, the data, the split and the directions once, before the loop over states.</details>
 # <details><summary>Hint 2</summary><code>model(tokens[:, 0], tokens[:, 1])</code> gives <code>[p*p, p]</code> logits; wrap the loop in <code>torch.no_grad()</code> and <code>tqdm</code>.</details>
@@ -926,12 +991,12 @@ print(f"final excluded loss (train) {measures['excluded_loss'][-1]:.3g} vs train
 # > Difficulty 2/5 · Importance 4/5 · ~15 min
 #
 # The paper splits training into three phases (section 5): **memorisation** (the training loss falls, the test
-# loss rises), **circuit formation** (the Fourier circuit grows, restricted loss falls and excluded loss rises,
-# while test loss stays high) and **clean-up** (weight decay removes the memorised components: the test loss
+# loss rises), **circuit formation** (the Fourier circuit grows: restricted loss falls and excluded loss rises,
+# while the model as a whole still does worse than a uniform guess on the test set) and **clean-up** (weight decay removes the memorised components: the test loss
 # collapses and the weight norm falls fast). For their main run they give memorisation over epochs 0 to 1.4k,
 # circuit formation 1.4k to 9.4k and clean-up 9.4k to 14k. The phases blend into each other; to mark them on a
 # plot we use simple rules on the measures themselves:
-# 1. memorisation ends at the checkpoint where the **test loss peaks** (from then on it only falls);
+# 1. memorisation ends at the checkpoint where the **test loss peaks**;
 # 2. circuit formation ends (clean-up begins) at the first *later* checkpoint where the test loss is **below
 #    `ln p`**, the loss of a uniform guess: the generalising circuit now outweighs memorisation on unseen pairs;
 # 3. clean-up ends at the first checkpoint at or after that where the **sum of squared weights** is within
@@ -997,14 +1062,19 @@ shade_phases(fig, [mem_end, circuit_end, cleanup_end]).show()
 # this run, between the boundaries your function found):
 # - **Memorisation.** The training loss drops by orders of magnitude while the test loss climbs above `ln p`.
 #   The excluded loss falls with the training loss: the model fits its training set without the Fourier
-#   components. The sum of squared weights grows at first: memorising takes large weights.
-# - **Circuit formation.** The training loss is tiny; the test loss stays above `ln p`. Yet the restricted loss
-#   falls (the Fourier circuit alone gets better) and the excluded loss *rises* (the training set depends more
-#   and more on the key frequencies). Nothing on the training loss shows this.
+#   components. The sum of squared weights rises steeply in the first few hundred epochs (memorising takes large
+#   weights), then stays near its peak (within 15 %) until memorisation ends.
+# - **Circuit formation.** The training loss is tiny. The test loss falls at every checkpoint (to well under half
+#   its peak) but stays above `ln p`: on unseen pairs the model is still worse than a uniform guess. Meanwhile the
+#   restricted loss falls (the Fourier circuit alone gets better) and the excluded loss *rises* (the training set
+#   depends more and more on the key frequencies). Nothing on the training loss shows this.
 # - **Clean-up.** The test loss collapses and test accuracy jumps to nearly 1: that is the grokking seen from
-#   outside. The sum of squared weights, falling since the end of memorisation, falls faster (relative to its
-#   size, per epoch) than during circuit formation: weight decay removes the memorised components the circuit no
-#   longer needs.
+#   outside. The sum of squared weights, falling at every checkpoint since the end of memorisation, falls faster
+#   (relative to its size, per epoch) than during circuit formation: weight decay removes the memorised components
+#   the circuit no longer needs.
+# - **After clean-up.** The test loss keeps falling for a while, reaches its minimum, and then creeps up again
+#   slowly (it stays below twice its minimum) while the training loss still falls: the end of the run is not a
+#   perfect resting point.
 # - In the third plot, the key frequencies' share of the embedding grows from a few percent at initialisation.
 #
 # Compare the restricted loss with the test loss: the circuit could already solve the task (restricted loss
@@ -1016,7 +1086,7 @@ shade_phases(fig, [mem_end, circuit_end, cleanup_end]).show()
 # - Restricted loss: the key-frequency part of the logits alone. It falls early, long before the test loss.
 # - Excluded loss: the logits without it, on the training set. It rises while the circuit forms, and the
 #   trained model cannot fit its own training set without the circuit.
-# - The sum of squared weights grows at first, while the model memorises, then falls at every checkpoint, fastest
-#   (relative to its size) in clean-up.
+# - The sum of squared weights rises steeply at first and stays near its peak while the model memorises, then
+#   falls at every checkpoint, fastest (relative to its size) in clean-up.
 # - Grokking is the visible end of a gradual process: a circuit forms slowly, then weight decay cleans away
 #   the memorisation that hid it (Nanda et al. 2023, section 5).

@@ -95,7 +95,7 @@ def test_split_matches_reference_for_several_settings(impl, ref):
 
 @exercise("split_indices")
 def test_split_is_the_shipped_runs_split(impl, run_metrics):
-    from micourse.grokking import train_test_split
+    from scripts.grokking_training import train_test_split  # what made the shipped run
 
     config = run_metrics["config"]
     train, test = impl.split_indices(config["p"], config["frac_train"], config["split_seed"])

@@ -4,6 +4,7 @@ value copied from a run. If the model is retrained, these say which sentence of 
 
 import math
 
+import pytest
 import torch
 
 
@@ -114,3 +115,84 @@ def test_key_frequency_share_grows_from_initialisation(solutions, checkpoints, r
              for e in (0, max(checkpoints))]
     assert share[0] < 0.2 < 0.8 < share[1], f"key frequencies' share of the embedding: {share[0]:.1%} at epoch 0, " \
         f"{share[1]:.1%} at the end; the prose says it grows from a few percent"
+
+
+# ------------------------------------------------------------------ float32 vs float64 (Parts 1 and 3)
+def test_float32_rounds_the_memorised_training_loss(real):
+    """Part 3's cell: more than half of the final model's float32 training losses are exactly 0 and the float32
+    mean is off by more than 20 %; Part 1: the float32 gradient does not vanish."""
+    logits, labels, train_idx = real["logits"][real["train_idx"]], real["labels"], real["train_idx"]
+    right = labels[train_idx, None]
+    f32 = -logits.float().log_softmax(-1).gather(-1, right)[:, 0]
+    f64 = -logits.double().log_softmax(-1).gather(-1, right)[:, 0]
+    zero = float((f32 == 0).float().mean())
+    assert bool((f64 > 0).all()), "every float64 training loss should be positive"
+    assert zero > 0.5, f"{zero:.0%} of the training pairs' float32 losses are exactly 0; the prose says more than half"
+    off = abs(float(f32.mean()) - float(f64.mean())) / float(f64.mean())
+    assert off > 0.2, f"the float32 mean training loss is off by {off:.0%}; the prose says more than 20 %"
+    steps = f32[f32 > 0] / 2.0 ** -23
+    assert bool(((steps - steps.round()).abs() < 0.01).all()), "float32 losses should be whole multiples of 2^-23"
+    grads = []
+    for dtype in (torch.float32, torch.float64):
+        x = logits.to(dtype).clone().requires_grad_()
+        torch.nn.functional.cross_entropy(x, labels[train_idx]).backward()
+        grads.append(float(x.grad.double().norm()))
+    assert grads[0] > 0.5 * grads[1] > 0, f"float32 gradient norm {grads[0]:.3g} vs float64 {grads[1]:.3g}: it should not vanish"
+
+
+def test_checkpoints_are_float16_and_their_losses_within_5_percent_of_the_log(all_measures, run_metrics):
+    from micourse.models import asset_dir
+
+    raw = torch.load(asset_dir("grokking_p113") / "checkpoints" / "epoch_16000.pt", map_location="cpu", weights_only=False)
+    assert {v.dtype for v in raw["state_dict"].values() if v.is_floating_point()} == {torch.float16}, \
+        "the prose says the checkpoints are stored in float16"
+    epochs, m = all_measures
+    logged = {row["epoch"]: row for row in run_metrics["log"]}
+    for i, epoch in enumerate(epochs):
+        for key in ("train_loss", "test_loss"):
+            rel = abs(m[key][i] - logged[epoch][key]) / logged[epoch][key]
+            assert rel < 0.05, f"{key} at epoch {epoch} from the float16 checkpoint is {rel:.1%} off the logged value"
+
+
+def test_final_restricted_loss_is_below_train_and_test_loss(all_measures):
+    _, m = all_measures
+    assert m["restricted_loss"][-1] < m["train_loss"][-1] and m["restricted_loss"][-1] < m["test_loss"][-1], (
+        f"final restricted loss {m['restricted_loss'][-1]:.3g}, train {m['train_loss'][-1]:.3g}, test "
+        f"{m['test_loss'][-1]:.3g}: the prose says restricting helps (below both)")
+
+
+def test_weights_and_test_loss_over_the_phases(solutions, all_measures, real):
+    """The shape of the curves the prose describes, phase by phase (beyond test_phases_show_what_the_prose_describes)."""
+    epochs, m = all_measures
+    p = real["p"]
+    mem, circ, clean = (epochs.index(b) for b in solutions.phase_boundaries(epochs, m["test_loss"], m["sum_sq_weights"], p))
+    ssw, test, train = m["sum_sq_weights"], m["test_loss"], m["train_loss"]
+    peak = max(range(len(ssw)), key=ssw.__getitem__)
+    assert epochs[peak] <= 500 and ssw[peak] > 1.5 * ssw[0], "the weights should rise steeply in the first few hundred epochs"
+    assert peak <= mem and all(w >= 0.85 * ssw[peak] for w in ssw[peak:mem + 1]), \
+        "the weights should stay within 15 % of their peak until memorisation ends"
+    assert all(b < a for a, b in zip(test[mem:circ], test[mem + 1:circ])), "the test loss should fall at every checkpoint in circuit formation"
+    assert test[circ - 1] < 0.5 * test[mem], "the test loss should fall to well under half its peak during circuit formation"
+    low = min(range(len(test)), key=test.__getitem__)
+    assert low > clean, f"the test loss should reach its minimum (epoch {epochs[low]}) after clean-up ends ({epochs[clean]})"
+    assert all(b < a for a, b in zip(test[mem:low], test[mem + 1:low + 1])), "the test loss should fall from its peak to its minimum"
+    assert test[low] < test[-1] < 2 * test[low], "after its minimum the test loss should creep up, staying below twice it"
+    assert train[-1] < train[low], "the training loss should still fall after the test loss's minimum"
+
+
+# ------------------------------------------------------------------ the live run of Part 1
+@pytest.mark.slow
+def test_live_run_groks_by_the_chapters_criterion(solutions):
+    """The notebook's live run (seed 0): the criterion of micourse.grokking.delayed_generalisation holds, the training set
+    is memorised within 100 epochs, the test loss rises above ln p and falls over 100-fold from its peak.
+    bench/bench_grokking_live.py reports the same for three seeds, with CPU times."""
+    from micourse.grokking import SMALL_CONFIG, delayed_generalisation
+
+    c = SMALL_CONFIG
+    run = solutions.train_model(c["p"], c["frac_train"], c["epochs"], lr=c["lr"], weight_decay=c["weight_decay"], seed=0,
+                                log_every=c["log_every"], stop_at_test_acc=solutions.STOP_AT_TEST_ACC)
+    live = delayed_generalisation(run["epoch"], run["train_acc"], run["test_acc"])
+    assert live["holds"], f"the live run does not grok by the chapter's criterion: {live}"
+    assert live["memorised"] <= 100, f"memorised at epoch {live['memorised']}; the prose says within the first hundred"
+    assert max(run["test_loss"]) > math.log(c["p"]), "the test loss should rise above ln p while memorising"
+    assert run["test_loss"][-1] < 0.01 * max(run["test_loss"]), "the test loss should fall over 100-fold from its peak"

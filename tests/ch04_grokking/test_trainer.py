@@ -9,7 +9,8 @@ import os
 import torch
 
 from micourse import grokking
-from micourse.grokking import STATE_DICT_NAMES, FastModAddModel, loss_fn
+from scripts import grokking_training as training
+from micourse.grokking import STATE_DICT_NAMES, FastModAddModel
 
 torch.set_num_threads(int(os.environ.get("MICOURSE_THREADS", "1")))
 
@@ -34,14 +35,14 @@ def _fast_and_bridge(p: int, seed: int = 0):
 
 def _compare_loss_and_gradients(p: int, examples: torch.Tensor):
     fast, bridge = _fast_and_bridge(p)
-    tokens, labels = grokking.make_dataset(p)
+    tokens, labels = training.make_dataset(p)
     tokens, labels = tokens[examples], labels[examples]
 
     fast_logits = fast(tokens[:, 0], tokens[:, 1])
     bridge_logits = bridge(tokens)[:, -1]
     torch.testing.assert_close(fast_logits, bridge_logits, rtol=0, atol=1e-12)
 
-    fast_loss, bridge_loss = loss_fn(fast_logits, labels), loss_fn(bridge_logits, labels)
+    fast_loss, bridge_loss = training.loss_fn(fast_logits, labels), training.loss_fn(bridge_logits, labels)
     assert abs(float(fast_loss.detach() - bridge_loss.detach())) < 1e-12
     fast_loss.backward()
     bridge_loss.backward()
@@ -55,7 +56,7 @@ def _compare_loss_and_gradients(p: int, examples: torch.Tensor):
 
 
 def test_dataset_is_every_pair_with_equals_token_last():
-    tokens, labels = grokking.make_dataset(5)
+    tokens, labels = training.make_dataset(5)
     assert tokens.shape == (25, 3) and labels.shape == (25,)
     assert (tokens[:, 2] == 5).all()
     assert tokens[7].tolist() == [1, 2, 5] and labels[7] == 3
@@ -63,7 +64,7 @@ def test_dataset_is_every_pair_with_equals_token_last():
 
 
 def test_split_is_a_seeded_randperm_partition():
-    train, test = grokking.train_test_split(113, 0.3, seed=0)
+    train, test = training.train_test_split(113, 0.3, seed=0)
     assert len(train) == int(0.3 * 113 * 113) == 3830 and len(test) == 113 * 113 - 3830
     assert torch.equal(torch.cat([train, test]).sort().values, torch.arange(113 * 113))
     torch.manual_seed(0)
@@ -99,7 +100,7 @@ def test_conversion_round_trip_through_bridge_and_file(tmp_path):
     for name, tensor in list(fast.state_dict().items()):
         assert torch.equal(back.state_dict()[name], tensor), name
 
-    tokens, _ = grokking.make_dataset(11)
+    tokens, _ = training.make_dataset(11)
     with torch.no_grad():
         torch.testing.assert_close(back(tokens[:, 0], tokens[:, 1]), bridge(tokens)[:, -1], rtol=1e-5, atol=1e-5)
 
@@ -108,20 +109,20 @@ def test_one_training_step_matches_transformerlens():
     """One AdamW step of each gives the same weights (float64)."""
     p = 7
     fast, bridge = _fast_and_bridge(p)
-    tokens, labels = grokking.make_dataset(p)
+    tokens, labels = training.make_dataset(p)
     bridge_params = bridge.state_dict(keep_vars=True)
     for name, key in STATE_DICT_NAMES.items():  # train exactly the same tensors in both
         if name in grokking.FIXED_ZERO:
             bridge_params[key].requires_grad_(False)
     trained_in_bridge = [bridge_params[STATE_DICT_NAMES[n]] for n, _ in fast.named_parameters()]
 
-    fast_opt, fast_sched = grokking.make_optimizer(fast, lr=1e-2)
+    fast_opt, fast_sched = training.make_optimizer(fast, lr=1e-2)
     bridge_opt = torch.optim.AdamW(trained_in_bridge, lr=1e-2, weight_decay=grokking.WEIGHT_DECAY,
                                    betas=grokking.BETAS)
     bridge_sched = torch.optim.lr_scheduler.LambdaLR(bridge_opt, lambda s: min(s / grokking.WARMUP_STEPS, 1.0))
     for _ in range(3):
-        for opt, sched, loss in ((fast_opt, fast_sched, lambda: loss_fn(fast(tokens[:, 0], tokens[:, 1]), labels)),
-                                 (bridge_opt, bridge_sched, lambda: loss_fn(bridge(tokens)[:, -1], labels))):
+        for opt, sched, loss in ((fast_opt, fast_sched, lambda: training.loss_fn(fast(tokens[:, 0], tokens[:, 1]), labels)),
+                                 (bridge_opt, bridge_sched, lambda: training.loss_fn(bridge(tokens)[:, -1], labels))):
             opt.zero_grad()
             loss().backward()
             opt.step()
@@ -133,7 +134,7 @@ def test_one_training_step_matches_transformerlens():
 
 def test_train_loop_logs_and_reduces_training_loss():
     p = 5
-    data = grokking.Data.make(p, frac_train=0.6, seed=0)
-    history = grokking.train(FastModAddModel(p), data, epochs=30, log_every=10, progress=False)
+    data = training.Data.make(p, frac_train=0.6, seed=0)
+    history = training.train(FastModAddModel(p), data, epochs=30, log_every=10, progress=False)
     assert [row["epoch"] for row in history] == [0, 10, 20, 30]
     assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -6,10 +6,21 @@ import math
 
 import torch
 
-from micourse.grokking import BETAS, LR, WARMUP_STEPS, WEIGHT_DECAY, FastModAddModel, make_dataset, train_test_split
+from micourse.grokking import BETAS, LR, WARMUP_STEPS, WEIGHT_DECAY, FastModAddModel
 
 
 # ------------------------------------------------------------------------------ shared correct pieces
+def make_dataset(p):
+    a, b = torch.arange(p).repeat_interleave(p), torch.arange(p).repeat(p)
+    return torch.stack([a, b, torch.full_like(a, p)], 1), (a + b) % p
+
+
+def train_test_split(p, frac_train, seed):
+    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
+    n = int(frac_train * p * p)
+    return perm[:n], perm[n:]
+
+
 def _ce(logits, labels):
     return -logits.double().log_softmax(-1).gather(-1, labels[:, None]).mean()
 
@@ -32,12 +43,18 @@ def _directions(p, freqs):
 
 
 def _train(p, frac_train, epochs, lr=LR, weight_decay=WEIGHT_DECAY, seed=0, log_every=50, stop_at_test_acc=None,
-           warmup=True, betas=BETAS, log_after_step=False, stop=True, lr_at=None):
+           warmup=True, betas=BETAS, log_after_step=False, stop=True, lr_at=None, pass_weight_decay=True,
+           zero_grad=True, test_on_train=False):
     tokens, labels = make_dataset(p)
     train_idx, test_idx = train_test_split(p, frac_train, seed)
     splits = {n: (tokens[i, 0], tokens[i, 1], labels[i]) for n, i in (("train", train_idx), ("test", test_idx))}
     model = FastModAddModel(p, seed=seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+    if pass_weight_decay:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+    else:  # AdamW's default weight decay (0.01), not the argument
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas)
+    if test_on_train:
+        splits["test"] = splits["train"]
     lr_at = lr_at or (lambda step: min(step / WARMUP_STEPS, 1.0))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at) if warmup else None
     hist = {"epoch": [], "train_loss": [], "test_loss": [], "train_acc": [], "test_acc": []}
@@ -53,7 +70,8 @@ def _train(p, frac_train, epochs, lr=LR, weight_decay=WEIGHT_DECAY, seed=0, log_
     def step():
         a, b, y = splits["train"]
         loss = _ce(model(a, b), y)
-        opt.zero_grad()
+        if zero_grad:
+            opt.zero_grad()
         loss.backward()
         opt.step()
         if sched is not None:
@@ -176,6 +194,21 @@ def train_model_logs_after_the_update(p, frac_train, epochs, lr=LR, weight_decay
 def train_model_never_stops(p, frac_train, epochs, lr=LR, weight_decay=WEIGHT_DECAY, seed=0, log_every=50,
                             stop_at_test_acc=None):
     return _train(p, frac_train, epochs, lr, weight_decay, seed, log_every, stop_at_test_acc, stop=False)
+
+
+def train_model_ignores_weight_decay(p, frac_train, epochs, lr=LR, weight_decay=WEIGHT_DECAY, seed=0, log_every=50,
+                                     stop_at_test_acc=None):
+    return _train(p, frac_train, epochs, lr, weight_decay, seed, log_every, stop_at_test_acc, pass_weight_decay=False)
+
+
+def train_model_without_zero_grad(p, frac_train, epochs, lr=LR, weight_decay=WEIGHT_DECAY, seed=0, log_every=50,
+                                  stop_at_test_acc=None):
+    return _train(p, frac_train, epochs, lr, weight_decay, seed, log_every, stop_at_test_acc, zero_grad=False)
+
+
+def train_model_tests_on_the_training_pairs(p, frac_train, epochs, lr=LR, weight_decay=WEIGHT_DECAY, seed=0,
+                                            log_every=50, stop_at_test_acc=None):
+    return _train(p, frac_train, epochs, lr, weight_decay, seed, log_every, stop_at_test_acc, test_on_train=True)
 
 
 # ------------------------------------------------------------------------------------------- Part 2
@@ -405,7 +438,8 @@ WRONG = {
     "split_indices": [split_indices_rounded, split_indices_sorted, split_indices_unseeded_generator],
     "cross_entropy_float64": [cross_entropy_float64_in_float32, cross_entropy_float64_summed],
     "train_model": [train_model_without_warmup, train_model_warmup_off_by_one, train_model_default_betas,
-                    train_model_logs_after_the_update, train_model_never_stops],
+                    train_model_logs_after_the_update, train_model_never_stops, train_model_ignores_weight_decay,
+                  train_model_without_zero_grad, train_model_tests_on_the_training_pairs],
     "fourier_basis": [fourier_basis_unnormalised, fourier_basis_sin_first, fourier_basis_without_two_pi],
     "embedding_in_fourier_basis": [embedding_in_fourier_basis_transposed, embedding_in_fourier_basis_drops_first_row],
     "frequency_shares": [frequency_shares_without_constant, frequency_shares_paired_from_row_0, frequency_shares_of_norms],

@@ -13,10 +13,11 @@ import math
 
 import torch
 
-from micourse.checks.core import expect, expect_close, expect_shape, visible
+from micourse.checks.core import CheckFailed, expect, expect_close, expect_shape, visible
 from micourse.checks.core import as_float as _float, no_grad as _no_grad
 
 MODEL = "grokking_p113"
+HISTORY = ("train_loss", "test_loss", "train_acc", "test_acc")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -77,21 +78,42 @@ def _modular_addition_data(fn):
     expect(tokens[7].tolist() == [1, 2, 5] and int(labels[7]) == 3, "row 7 for p = 5 should be [1, 2, 5] with label 3")
 
 
+def _shipped_losses(state: dict, idx: torch.Tensor) -> float:
+    """Mean cross-entropy (float64) of a shipped checkpoint on the pairs with indices idx (dataset order)."""
+    from micourse.grokking import FastModAddModel
+
+    p = _run()["config"]["p"]
+    with torch.no_grad():
+        model = FastModAddModel(p).load_bridge_state_dict(state)
+        a, b = idx // p, idx % p
+        logits = model(a, b).double()
+        return float(torch.nn.functional.cross_entropy(logits, (a + b) % p))
+
+
 @visible("split_indices")
 def _split_indices(fn):
-    from micourse.grokking import train_test_split
-
     train, test = fn(113, 0.3, 0)
+    expect(isinstance(train, torch.Tensor) and isinstance(test, torch.Tensor) and not train.is_floating_point(),
+           "split_indices should return two integer tensors")
     expect(len(train) == 3830 and len(test) == 113 * 113 - 3830,
            f"p = 113 with 30 % for training: 3830 training and 8939 test indices; got {len(train)} and {len(test)}")
     expect(torch.equal(torch.cat([train, test]).sort().values, torch.arange(113 * 113)),
            "together, the training and test indices should be every index 0 .. p*p - 1 exactly once")
-    ref_train, ref_test = train_test_split(113, 0.3, 0)
-    expect(torch.equal(train, ref_train) and torch.equal(test, ref_test),
-           "the split for p = 113, 30 %, seed 0 should be the one the shipped run used (the first int(0.3 * p * p) "
-           "entries of torch.randperm(p * p, generator=torch.Generator().manual_seed(0)), in that order)")
+    expect(not bool((train[1:] >= train[:-1]).all()),
+           "the training indices should be in the shuffled order of the permutation, not sorted")
+    again, _ = fn(113, 0.3, 0)
+    expect(torch.equal(again, train), "the same seed should give the same split every time")
     other, _ = fn(113, 0.3, 1)
     expect(not torch.equal(other, train), "a different seed should give a different split")
+    # The shipped run trained on the split of p = 113, 30 %, seed 0: at epoch 1000 it had memorised those pairs
+    # (training loss ~1e-5) and was confidently wrong on the others, so only that split gives the logged losses.
+    config, row = _run()["config"], _logged(1000)
+    train, _ = fn(config["p"], config["frac_train"], config["split_seed"])
+    got = _shipped_losses(_state(1000), train)
+    expect(abs(got - row["train_loss"]) < 0.2 * row["train_loss"],
+           f"the shipped run's training loss at epoch 1000 on your training split should be the one it logged "
+           f"({row['train_loss']:.3g}); got {got:.3g}: your split is not the one it trained on (use "
+           f"torch.randperm(p * p, generator=torch.Generator().manual_seed(seed)) as the spec says)")
 
 
 @visible("cross_entropy_float64")
@@ -113,24 +135,82 @@ def _cross_entropy_float64(fn):
     expect(logits.grad is not None and float(logits.grad.abs().sum()) > 0, "gradients should flow back to the logits")
 
 
+def _all_pairs(model, p: int) -> tuple[float, float]:
+    """(mean float64 cross-entropy, accuracy) of a FastModAddModel on all p * p pairs (pair i = (i // p, i % p))."""
+    i = torch.arange(p * p)
+    with torch.no_grad():
+        logits = model(i // p, i % p).double()
+    labels = (i // p + i % p) % p
+    return float(torch.nn.functional.cross_entropy(logits, labels)), float((logits.argmax(-1) == labels).double().mean())
+
+
+def _weighted(history: dict, row: int, kind: str, n_train: int, n_test: int) -> float:
+    """The all-pairs value implied by a logged row: the training and test values weighted by their sizes."""
+    train, test = _float(history[f"train_{kind}"][row], f"train_{kind}"), _float(history[f"test_{kind}"][row], f"test_{kind}")
+    return (n_train * train + n_test * test) / (n_train + n_test)
+
+
 @visible("train_model")
 def _train_model(fn):
-    from micourse import grokking
+    from micourse.grokking import WARMUP_STEPS, FastModAddModel
 
+    p, frac, lr, wd, seed = 5, 0.6, 0.1, 1.0, 0
     with torch.enable_grad():
-        got = fn(5, 0.6, 12, lr=1e-2, seed=0, log_every=5)
-        want = grokking.train(grokking.FastModAddModel(5, seed=0), grokking.Data.make(5, 0.6, 0), 12, lr=1e-2,
-                              log_every=5, progress=False)
+        got = fn(p, frac, 2, lr=lr, weight_decay=wd, seed=seed, log_every=1)
     expect(isinstance(got, dict), f"train_model should return a dict; got {type(got).__name__}")
     missing = {"epoch", "train_loss", "test_loss", "train_acc", "test_acc", "state_dict"} - set(got)
     expect(not missing, f"the history is missing {sorted(missing)}")
-    expect(list(got["epoch"]) == [0, 5, 10, 12], f"12 epochs logged every 5 should log epochs [0, 5, 10, 12]; got {got['epoch']}")
-    for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
-        expect_close(torch.tensor(got[key], dtype=torch.float64), torch.tensor([r[key] for r in want], dtype=torch.float64),
-                     f"{key} of 12 epochs on p = 5 (lr 1e-2, seed 0), compared with the course's loop "
-                     f"micourse.grokking.train", rtol=1e-5, atol=1e-7)
+    expect(list(got["epoch"]) == [0, 1, 2], f"2 epochs logged every 1 should log epochs [0, 1, 2]; got {got['epoch']}")
+    expect(all(isinstance(v, float) for k in HISTORY for v in got[k]), "the logged values should be Python floats")
+
+    # Epoch 0 is the initial model FastModAddModel(p, seed): its training and test values, weighted by the sizes of
+    # the two sets, are its values on all pairs (whatever the split).
+    n_train = int(frac * p * p)
+    initial = FastModAddModel(p, seed=seed)
+    for kind, value in zip(("loss", "acc"), _all_pairs(initial, p)):
+        expect(abs(_weighted(got, 0, kind, n_train, p * p - n_train) - value) < 1e-6,
+               f"epoch 0 should describe FastModAddModel(p, seed=seed) before any update, on the training and on the "
+               f"test pairs: {n_train} x train_{kind} + {p * p - n_train} x test_{kind} should be {p * p} x its {kind} "
+               f"on all pairs ({value:.6g} per pair); got {_weighted(got, 0, kind, n_train, p * p - n_train):.6g}")
+
+    # Warm-up: update 0 uses learning rate lr * min(0 / 10, 1) = 0 (AdamW's decay is scaled by it too), so epoch 1
+    # logs what epoch 0 logged.
+    expect(all(got[k][1] == got[k][0] for k in HISTORY),
+           f"the first update uses learning rate lr * min(0 / {WARMUP_STEPS}, 1) = 0, so epoch 1 should log exactly "
+           f"what epoch 0 logged; got training losses {got['train_loss'][:2]} (is the scheduler's lambda "
+           f"min(step / {WARMUP_STEPS}, 1), stepped once after each optimizer step?)")
+
+    # Update 1 uses lr_1 = lr / 10. Both updates saw the same gradient g (the model had not changed), so AdamW's
+    # bias-corrected moments are exactly g and g^2 and the update is, per weight,
+    #     w <- w * (1 - lr_1 * weight_decay) - lr_1 * g / (|g| + eps)        (whatever the betas).
+    state = got["state_dict"]
+    model = FastModAddModel(p)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError, AttributeError) as err:
+        raise CheckFailed(f"\"state_dict\" should be the FastModAddModel's state_dict(): {err}") from None
+    train_idx = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))[:n_train]  # the spec's split
+    with torch.enable_grad():
+        logits = initial(train_idx // p, train_idx % p).double()
+        loss = torch.nn.functional.cross_entropy(logits, (train_idx // p + train_idx % p) % p)
+        weights = [w for _, w in initial.named_parameters()]
+        grads = torch.autograd.grad(loss, weights)
+    lr_1 = lr * min(1 / WARMUP_STEPS, 1.0)
+    for (name, w), g in zip(initial.named_parameters(), grads):
+        want = w.detach() * (1 - lr_1 * wd) - lr_1 * g / (g.abs() + 1e-8)
+        expect_close(state[name], want, f"{name} after 2 epochs of p = {p} (lr {lr}, weight decay {wd}): the first update "
+                     f"changes nothing, the second is AdamW's first real step with learning rate lr / {WARMUP_STEPS} "
+                     f"(check that the optimizer gets weight_decay, and that gradients are zeroed before each backward)",
+                     atol=1e-6, rtol=1e-5)
+    # The last row describes the returned model.
+    for kind, value in zip(("loss", "acc"), _all_pairs(model, p)):
+        expect(abs(_weighted(got, 2, kind, n_train, p * p - n_train) - value) < 1e-6,
+               "the last row (epoch 2) should describe the returned state_dict's model on the training and test pairs")
+
     stopped = fn(5, 0.6, 12, lr=1e-2, seed=0, log_every=5, stop_at_test_acc=0.0)
     expect(list(stopped["epoch"]) == [0], "with stop_at_test_acc=0.0 training should stop right after logging epoch 0")
+    other = fn(5, 0.6, 0, seed=1, log_every=1)
+    expect(other["train_loss"][0] != got["train_loss"][0], "a different seed should give a different initial model and split")
 
 
 # ------------------------------------------------------------------------------------------- Part 2
@@ -170,6 +250,11 @@ def _frequency_shares(fn):
     expect_close(fn(emb), torch.tensor([2 / 3, 0.0, 0.0]),
                  "shares when const, cos 1 and sin 1 each have squared norm 1 (frequency 1 holds 2 of 3; the constant "
                  "counts in the total but belongs to no frequency)")
+    emb = torch.zeros(7, 2)
+    emb[4, 0], emb[1, 1] = 2.0, 1.0  # sin 2 with norm 2, cos 1 with norm 1
+    expect_close(fn(emb), torch.tensor([1 / 5, 4 / 5, 0.0]),
+                 "shares when sin 2 has norm 2 and cos 1 norm 1: squared norms 4 and 1 of a total 5 (shares of the "
+                 "squared norm, not of the norm)")
     expect_shape(fn(torch.randn(113, 4)), (56,), "frequency_shares of a [113, d_model] input ((p - 1) / 2 frequencies)")
 
 
@@ -319,6 +404,9 @@ def _sum_squared_weights(fn):
     expect(abs(got - 14) < 1e-9, f"{{'w': [[1, 2]], 'b': [3]}} gives 1 + 4 + 9 = 14; got {got}")
     expect(abs(fn({"w": torch.tensor([2.0]), "steps": torch.tensor([5])}) - 4) < 1e-9,
            "integer tensors (like a step counter) are not weights: {'w': [2.], 'steps': [5]} gives 4")
+    half = fn({"w": torch.tensor([300.0, 400.0], dtype=torch.float16)})
+    expect(abs(half - 250000) < 1e-6, f"a float16 tensor [300, 400] gives 90000 + 160000 = 250000 (square in float64: "
+                                      f"in float16, 300^2 is already beyond its largest number, 65504); got {half}")
     final = _state(16000)
     logged = _logged(16000)["sum_sq_weights"]
     expect(abs(fn(final) - logged) < 1e-2 * logged,
@@ -343,6 +431,27 @@ def _progress_measures(fn):
                    f"float16, so a few % differ); got {got:.4g}")
         expect(abs(_float(out["test_acc"][i], "test_acc") - row["test_acc"]) < 0.01, f"test_acc at epoch {epoch}")
     expect(all(_float(v, "restricted_loss") > 0 for v in out["restricted_loss"]), "restricted losses are positive")
+    # A model whose embedding is zero gives every pair the same logits r. Their projection onto the (mean-free)
+    # directions is 0, so the restricted logits are r and the excluded logits are r: the restricted loss (all pairs)
+    # is the size-weighted average of the training and test losses, and the excluded loss (training pairs) is the
+    # training loss.
+    from micourse.grokking import FastModAddModel
+
+    p = config["p"]
+    constant = FastModAddModel(p, seed=3).state_dict_for_bridge()
+    constant["embed.weight"].zero_()
+    constant["unembed.weight"].mul_(20)  # logits that differ a lot between answers
+    one = fn([constant], p, config["frac_train"], config["split_seed"], [7, 20])
+    n_train = int(config["frac_train"] * p * p)
+    train, test = _float(one["train_loss"][0], "train_loss"), _float(one["test_loss"][0], "test_loss")
+    everything = (n_train * train + (p * p - n_train) * test) / (p * p)
+    expect(abs(_float(one["restricted_loss"][0], "restricted_loss") - everything) < 1e-6 * everything,
+           f"a model that gives every pair the same logits (zero embedding): its restricted logits are its logits, and "
+           f"the restricted loss is over all p * p pairs, i.e. the training and test losses weighted by their sizes, "
+           f"{everything:.6g}; got {one['restricted_loss'][0]:.6g}")
+    expect(abs(_float(one["excluded_loss"][0], "excluded_loss") - train) < 1e-6 * train,
+           f"for the same model the excluded logits are its logits too, and the excluded loss is over the training "
+           f"pairs: the training loss, {train:.6g}; got {one['excluded_loss'][0]:.6g}")
 
 
 @visible("phase_boundaries")
@@ -358,3 +467,10 @@ def _phase_boundaries(fn):
     got = fn(epochs, early, ssw, 5, 0.05)
     expect(tuple(int(x) for x in got) == (20, 60, 70),
            f"a test loss below ln p at epoch 0 (before the peak) does not end circuit formation; got {tuple(got)}")
+    test_loss = [3.0, 5.0, 8.0, 6.0, 5.0, 1.0, 0.5, 0.1, 0.1, 0.1]
+    ssw = [3.0, 12.0, 12.0, 11.0, 10.0, 8.0, 5.0, 3.1, 3.05, 3.0]
+    got = fn(epochs, test_loss, ssw, 5, 0.05)
+    expect(tuple(int(x) for x in got) == (20, 50, 70),
+           f"made-up curves where the test loss is 1.0 at epoch 50 (below ln 5 = 1.61, the natural log) and the weights "
+           f"start at their final value (3.0 at epoch 0; clean-up ends at the first checkpoint at or after the end of "
+           f"circuit formation within 5 % of it): expected (20, 50, 70), got {tuple(got)}")
