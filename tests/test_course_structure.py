@@ -10,7 +10,7 @@ from micourse.checks import core
 from tools.notebooks import ROOT, chapter_names, exercises, read_notebook, solution_sources
 
 # The number of graded exercises each chapter promises.
-MIN_EXERCISES = {"01_framework": 20, "02_induction": 20, "03_ioi": 20, "04_grokking": 18, "05_superposition": 20}
+MIN_EXERCISES = {"01_framework": 20, "02_induction": 20, "03_ioi": 20, "04_grokking": 18, "05_superposition": 20, "06_attribution": 20}
 
 
 def hidden_checks(chapter: str) -> dict[str, list]:
