@@ -8,8 +8,18 @@ its file name (01_framework.ipynb). A chapter's hidden checks run in one pytest 
 BATCH learners (JOBS processes at a time), each learner's functions in their own isolated worker
 (--isolate, see tools/sandbox.py); an exercise earns its points when every one of its hidden checks passes.
 
+Submissions are untrusted files: only regular files below SUBMISSIONS are read (no symbolic links, pipes
+or devices; at most MICOURSE_MAX_NOTEBOOK_MB, default 20 MB, per notebook), and one notebook per chapter
+is chosen per learner by the rule of tests.harness.find_notebooks (the copy nearest the top of the learner's
+folder wins; several at that depth: none is graded); every refusal is in that learner's feedback, and every
+entry of SUBMISSIONS that is not graded as a learner is listed on stderr and in OUT/skipped.txt.
+
 Writes OUT/grades.csv (learner, chapter, exercise, points, max_points) and OUT/feedback/<learner>.md
-(each failed check's message, never reference code). An earlier grades.csv is backed up first. When an
+(each failed check's message, never reference code), each written in full to a temporary file and then
+renamed into place, after the earlier grades.csv and feedback/ are kept as backups (grades.<time>.csv.bak,
+feedback.<time>.bak/). OUT is checked to be writable, and locked against a second run (OUT/.grading.lock),
+before any grading starts. Cells starting with = + - @ or a tab/CR (a spreadsheet would run them as
+formulas) are written with a leading ' . When an
 exercise fails and its reference solution uses another exercise that failed too (tools.notebooks.
 exercise_dependencies), its feedback names that one first ("uses your `x`, which fails its own hidden checks").
 """
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import functools
 import json
 import math
@@ -33,7 +44,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tests.harness import notebooks_for
+from tests.harness import find_notebooks
 from tools import sandbox
 from tools.notebooks import ROOT, chapter_names, exercise_dependencies, exercises
 
@@ -41,8 +52,24 @@ TIMEOUT_S = int(os.environ.get("MICOURSE_GRADE_TIMEOUT", "600"))  # per learner 
 BATCH = 8  # learners per pytest process: the checks' own setup (imports, models) is paid once per batch
 
 
-def learners(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+class OutputError(Exception):
+    """The grades folder cannot be written (or is in use); nothing of the earlier grades was changed."""
+
+
+def learners(folder: Path, skipped: list[str] | None = None) -> dict[str, Path]:
+    """Learner name -> folder: the real (not symbolic-link) sub-folders of `folder` whose names do not start
+    with a dot. Every other entry is appended to `skipped` with the reason, for the instructor."""
+    people, skipped = {}, skipped if skipped is not None else []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_symlink():
+            skipped.append(f"{entry.name}: a symbolic link, not followed (copy the learner's folder in instead)")
+        elif not entry.is_dir(follow_symlinks=False):
+            skipped.append(f"{entry.name}: not a folder (SUBMISSIONS holds one folder per learner)")
+        elif entry.name.startswith("."):
+            skipped.append(f"{entry.name}: a hidden folder (its name starts with a dot); rename it to grade it")
+        else:
+            people[entry.name] = Path(folder).absolute() / entry.name
+    return people
 
 
 def run_checks(chapter: str, wheres: list[Path], only: list[str] | None = None,
@@ -61,13 +88,19 @@ def run_checks(chapter: str, wheres: list[Path], only: list[str] | None = None,
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "MICOURSE_OFFLINE": "1",
                "MICOURSE_HIDE": os.pathsep.join(str(Path(p).resolve()) for p in hide)}
         problem, timeout = "", TIMEOUT_S * len(wheres)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+            stdout, _ = proc.communicate(timeout=timeout)
             if proc.returncode not in (0, 1):  # the details (which may quote test code) are for the instructor only
                 problem = f"the hidden checks could not run (pytest exit {proc.returncode}); ask your instructor"
-                print(f"grading {chapter} failed (pytest exit {proc.returncode}):\n{proc.stdout[-3000:]}", file=sys.stderr)
+                print(f"grading {chapter} failed (pytest exit {proc.returncode}):\n{stdout[-3000:]}", file=sys.stderr)
         except subprocess.TimeoutExpired:
             problem = f"grading stopped after {timeout} s"
+        finally:  # after a timeout (or an interrupt): pytest and every worker process it started, none left
+            if proc.returncode is None:
+                sandbox.kill_tree(proc.pid)
+            proc.communicate()
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
         final = {r["nodeid"]: r for r in rows}  # the last line per check wins ("pending" until it ran)
         for r in final.values():
@@ -124,11 +157,14 @@ def score(chapter: str, results: list[dict], problem: str, only: list[str] | Non
     return rows
 
 
-def feedback(learner: str, rows: list[dict]) -> str:
+def feedback(learner: str, rows: list[dict], notes: dict[str, list[str]] | None = None) -> str:
+    """The learner's feedback; `notes`: chapter -> what was refused or set aside among their files."""
     total, best = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
     lines = [f"# Feedback for {learner}", "", f"Total: {total:g} / {best:g} points", ""]
     for chapter in sorted({r["chapter"] for r in rows}):
         lines += [f"## Chapter {chapter}", ""]
+        if (notes or {}).get(chapter):
+            lines += ["Your files:"] + [f"- {n}" for n in notes[chapter]] + [""]
         for r in (r for r in rows if r["chapter"] == chapter):
             mark = "passed" if r["points"] == r["max_points"] else "needs work"
             lines.append(f"- **{r['exercise']}**: {r['points']:g}/{r['max_points']:g} ({mark}; {r['passed']}/{r['checks']} checks)")
@@ -137,21 +173,36 @@ def feedback(learner: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet will not run as a formula: text starting with = + - @ tab or CR gets a leading '."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def check_all(folders: dict[str, Path], chapters: list[str], jobs: int, only: list[str] | None = None,
-              hide: list[Path] = ()) -> dict[tuple[str, str], tuple[list[dict], str]]:
-    """(learner, chapter) -> (results, problem) for every learner folder that has that chapter's notebook.
+              hide: list[Path] = (), notes: dict | None = None) -> dict[tuple[str, str], tuple[list[dict], str]]:
+    """(learner, chapter) -> (results, problem) for every learner folder that has that chapter's notebook, or
+    in which a notebook of it was refused (then no check runs and `problem` says why).
 
     One pytest process per batch of at most BATCH learners of one chapter, JOBS processes at a time.
+    `notes`, when given, receives (learner, chapter) -> what find_notebooks refused or set aside beside the
+    notebooks that are graded. After a batch's timeout, pytest and every worker process below it are killed.
     """
-    batches = []
+    batches, results = [], {}
     for chapter in chapters:
-        names = [name for name, folder in folders.items() if notebooks_for(chapter, str(folder))]
+        names = []
+        for name, folder in folders.items():
+            found = find_notebooks(chapter, Path(folder))
+            if found.paths:  # (when none is graded, the notes are the message of every exercise instead)
+                names.append(name)
+                if found.notes and notes is not None:
+                    notes[name, chapter] = found.notes
+            elif found.notes:
+                results[name, chapter] = ([], "your notebook was not graded: " + "; ".join(found.notes))
         n = math.ceil(len(names) / BATCH / jobs) * jobs
         batches += [(chapter, names[i::n]) for i in range(n) if names[i::n]]
-    results: dict = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool, \
             tqdm(total=sum(len(b) for _, b in batches), desc="grading", unit="notebook") as bar:
-        futures = {pool.submit(run_checks, chapter, [Path(folders[n]).resolve() for n in names], only, hide):
+        futures = {pool.submit(run_checks, chapter, [Path(folders[n]).absolute() for n in names], only, hide):
                    (chapter, names) for chapter, names in batches}
         for future in as_completed(futures):
             chapter, names = futures[future]
@@ -160,29 +211,129 @@ def check_all(folders: dict[str, Path], chapters: list[str], jobs: int, only: li
     return results
 
 
-def grade(submissions: Path, out: Path, chapters: list[str], jobs: int, only: list[str] | None = None) -> list[dict]:
-    people = learners(submissions)
-    out.mkdir(parents=True, exist_ok=True)  # exists before any worker starts, so the workers never see it
-    results = check_all(people, chapters, jobs, only, hide=[submissions, out])
-    rows = []
-    for name in people:
-        for chapter in chapters:
-            res, problem = results.get((name, chapter), ([], "no notebook submitted for this chapter"))
-            rows += [{"learner": name, **r} for r in score(chapter, res, problem, only)]
+LOCK = ".grading.lock"
+FIELDS = ["learner", "chapter", "exercise", "points", "max_points"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_output(out: Path) -> int:
+    """Make sure the grades folder can be written, and lock it; returns the lock's descriptor (keep it open).
+
+    Raises OutputError before any grading work when the folder (or its feedback/) cannot be written, or when
+    another run holds the lock."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for folder in [out] + [out / "feedback"] * (out / "feedback").is_dir():
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+            try:
+                os.write(fd, b"x")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        lock = os.open(out / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise OutputError(f"the grades folder {out} is not writable ({err.strerror}): nothing was graded and the "
+                          f"previous grades are unchanged") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(lock, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(lock)
+        raise OutputError(f"another grading run (process {holder}) is writing into {out}: wait for it to finish, "
+                          f"or choose another --out") from None
+    os.ftruncate(lock, 0)
+    os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
+    return lock
+
+
+def _backup_name(out: Path, stem: str, suffix: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return next(p for i in range(1000) if not (p := out / f"{stem}.{stamp}{f'-{i}' if i else ''}{suffix}").exists())
+
+
+def write_outputs(out: Path, rows: list[dict], people: list[str], notes: dict | None = None) -> None:
+    """grades.csv and feedback/ in full into temporary files, then renamed into place (the earlier ones kept as
+    backups). A failure while writing (a full disk) leaves the earlier grades and feedback as they were."""
+    notes = notes or {}
+    tmp_csv, tmp_feedback, mode = None, None, 0o777 & ~_umask()
+    try:
+        fd, tmp_csv = tempfile.mkstemp(dir=out, prefix=".grades.", suffix=".csv.tmp")
+        os.fchmod(fd, mode & 0o666)
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: spreadsheet_safe(r[k]) for k in FIELDS})
+            f.flush()
+            os.fsync(f.fileno())
+        tmp_feedback = Path(tempfile.mkdtemp(dir=out, prefix=".feedback.", suffix=".tmp"))
+        os.chmod(tmp_feedback, mode)
+        old = out / "feedback"
+        if old.is_dir() and not old.is_symlink():  # learners not graded this time keep their feedback
+            for p in old.iterdir():
+                if p.suffix == ".md" and p.stem not in people and p.is_file() and not p.is_symlink():
+                    shutil.copy2(p, tmp_feedback / p.name)
+        for name in people:
+            chapter_notes = {c: n for (who, c), n in notes.items() if who == name}
+            with open(tmp_feedback / f"{name}.md", "w") as f:
+                f.write(feedback(name, [r for r in rows if r["learner"] == name], chapter_notes))
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as err:
+        if tmp_csv:
+            Path(tmp_csv).unlink(missing_ok=True)
+        if tmp_feedback:
+            shutil.rmtree(tmp_feedback, ignore_errors=True)
+        raise OutputError(f"could not write the grades into {out} ({err.strerror}): the previous grades.csv and "
+                          f"feedback/ are unchanged") from None
     csv_path = out / "grades.csv"
     if csv_path.exists():
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        backup = next(p for i in range(1000) if not (p := out / f"grades.{stamp}{f'-{i}' if i else ''}.csv.bak").exists())
-        shutil.copy2(csv_path, backup)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["learner", "chapter", "exercise", "points", "max_points"])
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: r[k] for k in writer.fieldnames})
-    (out / "feedback").mkdir(exist_ok=True)
-    for name in people:
-        (out / "feedback" / f"{name}.md").write_text(feedback(name, [r for r in rows if r["learner"] == name]))
-    return rows
+        backup = _backup_name(out, "grades", ".csv.bak")
+        try:
+            os.link(csv_path, backup)  # no copy: the old file itself becomes the backup
+        except OSError:
+            shutil.copy2(csv_path, backup)
+    os.replace(tmp_csv, csv_path)
+    if (out / "feedback").exists():
+        os.rename(out / "feedback", _backup_name(out, "feedback", ".bak"))
+    os.rename(tmp_feedback, out / "feedback")
+
+
+def grade(submissions: Path, out: Path, chapters: list[str], jobs: int, only: list[str] | None = None) -> list[dict]:
+    lock = open_output(out)  # before any grading: a read-only, missing or busy OUT fails here
+    try:
+        skipped: list[str] = []
+        people = learners(submissions, skipped)
+        for line in skipped:
+            print(f"not graded: {line}", file=sys.stderr)
+        notes: dict = {}
+        results = check_all(people, chapters, jobs, only, hide=[submissions, out], notes=notes)
+        rows = []
+        for name in people:
+            for chapter in chapters:
+                res, problem = results.get((name, chapter), ([], "no notebook submitted for this chapter"))
+                rows += [{"learner": name, **r} for r in score(chapter, res, problem, only)]
+        write_outputs(out, rows, list(people), notes)
+        try:
+            skipped_file = out / "skipped.txt"
+            if skipped:
+                tmp = out / f".skipped.{os.getpid()}.tmp"
+                tmp.write_text("Entries of the submissions folder that were not graded:\n"
+                               + "".join(f"- {line}\n" for line in skipped))
+                os.replace(tmp, skipped_file)
+            elif skipped_file.exists():
+                skipped_file.unlink()
+        except OSError as err:
+            print(f"warning: could not write {out / 'skipped.txt'} ({err.strerror})", file=sys.stderr)
+        return rows
+    finally:
+        os.close(lock)
 
 
 def main(argv=None) -> int:
@@ -204,7 +355,11 @@ def main(argv=None) -> int:
         parser.error(problem)
     if problem:
         print(f"warning: {problem}. Grade untrusted submissions as root (e.g. sudo make grade).", file=sys.stderr)
-    rows = grade(args.submissions, args.out, chapters, args.jobs, [e for e in args.exercises.split(",") if e] or None)
+    try:
+        rows = grade(args.submissions, args.out, chapters, args.jobs, [e for e in args.exercises.split(",") if e] or None)
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     learners_n = len({r["learner"] for r in rows})
     print(f"graded {learners_n} learners; wrote {args.out / 'grades.csv'} and {args.out / 'feedback'}/")
     return 0

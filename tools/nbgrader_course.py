@@ -129,7 +129,8 @@ class IsolatedChecks(NbGraderPreprocessor):
             folders = {}
             if coursedir.student_id == "*":  # the whole class: grade everyone who submitted it at once, in parallel
                 submitted = Path(coursedir.root, coursedir.submitted_directory)
-                folders = {p.parent.name: p for p in sorted(submitted.glob(f"*/{assignment}")) if p.is_dir()}
+                folders = {p.parent.name: p for p in sorted(submitted.glob(f"*/{assignment}"))  # never through a link
+                           if p.is_dir() and not p.is_symlink() and not p.parent.is_symlink()}
             folders[student] = Path(coursedir.format_path(coursedir.submitted_directory, student, assignment))
             found = check_all(folders, [chapter], self.jobs, hide=[Path(coursedir.root)])
             for name in folders:

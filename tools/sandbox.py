@@ -10,10 +10,13 @@ network), PID namespace (it sees and can signal only its own processes; they all
 mount namespaces. In the mount namespace everything but the system folders, the Python environment and
 the repository's tools/ and utils/ is covered by empty read-only folders, so tests, solutions, grades,
 gradebooks and other submissions cannot be read or written. rlimits cap memory, CPU time, file size
-and processes; every call has a timeout, after which the worker is killed (and restarted for the next
-call). Requests go in as pickles (trusted -> worker); replies come back as `torch.save` bytes read
+and processes, and the trusted side polls the memory of all the worker's processes together (MEMORY_MB, no
+cgroups needed); every call has a timeout, after which the worker and every process below it are killed
+(and it is restarted for the next call). Requests go in as pickles (trusted -> worker); replies come back as `torch.save` bytes read
 with `torch.load(weights_only=True)` and checked to hold only plain tensors, numbers, strings, lists,
-tuples and dicts (a transformer_lens FactoredMatrix travels as its A and B).
+tuples and dicts (a transformer_lens FactoredMatrix travels as its A and B), and bounded before any comparison
+(MAX_REPLY_ELEMENTS in all, counted from shapes, so an `expand`ed view counts as its size; no view past its
+storage).
 
 Across the boundary: a model from `micourse.models.load_model` (it has `course_name`) is sent by name
 plus its current weights (once, and again when they change); the worker loads the same model itself.
@@ -48,7 +51,10 @@ CALL_TIMEOUT = float(os.environ.get("MICOURSE_CALL_TIMEOUT", "20"))  # CPU secon
 LOAD_TIMEOUT = float(os.environ.get("MICOURSE_LOAD_TIMEOUT", "180"))  # start, imports, definitions, a model
 MEMORY_MB = int(os.environ.get("MICOURSE_WORKER_MEMORY_MB", "4096"))  # address space of one worker
 WALL_FACTOR = 5  # a call may take this many times its timeout in wall time when the machine is busy
-MAX_REPLY = 256 << 20
+MAX_REPLY = 256 << 20  # bytes of one reply
+# Elements of all the tensors of one reply together (a FactoredMatrix counts as its product): checked before
+# any comparison, so a tiny `expand`ed view of 10**15 elements is refused instead of making the judge spin.
+MAX_REPLY_ELEMENTS = int(os.environ.get("MICOURSE_MAX_REPLY_ELEMENTS", str(1 << 26)))
 # RLIMIT_NPROC counts every process and thread of uid 65534, so of all the workers running at once.
 LIMITS = {"RLIMIT_AS": MEMORY_MB << 20, "RLIMIT_CPU": 600, "RLIMIT_FSIZE": 64 << 20,
           "RLIMIT_NPROC": int(os.environ.get("MICOURSE_WORKER_NPROC", "256")), "RLIMIT_CORE": 0}
@@ -127,6 +133,73 @@ def _recv(fd: int, deadline: float | None = None, limit: int = 1 << 40) -> bytes
 
 def _now() -> float:
     return time.monotonic()
+
+
+# ---------------------------------------------------------------- process trees (Linux /proc)
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process visible in /proc (/proc/<pid>/task/*/children needs a kernel
+    option that is not always there, so this reads each process's stat)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    found[int(entry)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), parents first."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        children.setdefault(parent, []).append(child)
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            if child not in out:
+                out.append(child)
+                todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and every process below it, each stopped first (so none can fork away while the tree is
+    walked). An isolated worker's `unshare` (--kill-child) takes its whole PID namespace with it, including
+    processes that left their session; a worker's own process group is killed too."""
+    stopped: list[int] = []
+    for _ in range(5):  # again, in case one forked between the walk and its SIGSTOP
+        new = [p for p in [pid] + descendants(pid) if p not in stopped]
+        if not new:
+            break
+        for p in new:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        stopped += new
+    for p in stopped:
+        for kill in (os.killpg, os.kill):
+            try:
+                if kill is os.kill or os.getpgid(p) == p:  # a group leader (a worker): its whole group
+                    kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def tree_memory_mb(pid: int) -> float:
+    """Memory used by `pid` and every process below it together (proportional set size, so pages shared
+    between a process and its forks count once), in MB; 0 where it cannot be read."""
+    total = 0
+    for p in [pid] + descendants(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup", "rb") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith(b"Pss:")), 0)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1024
 
 
 # ---------------------------------------------------------------- the trusted side
@@ -234,10 +307,7 @@ class Worker:
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_tree(self.proc.pid)  # the worker's process group, and what left it (a setsid child)
         self.proc.kill()
         self.proc.wait()
         for f in (self.proc.stdin, self.proc.stdout, self._stderr):
@@ -270,13 +340,17 @@ class Worker:
 
     def _wait(self, timeout: float) -> None:
         """Until the reply starts; TimeoutError after `timeout` s of the worker's CPU time (wall time where that
-        cannot be read), or WALL_FACTOR times as much wall time. So a busy machine does not fail slow learners."""
+        cannot be read), or WALL_FACTOR times as much wall time. So a busy machine does not fail slow learners.
+        MemoryError when the worker's processes together use more than MEMORY_MB (RLIMIT_AS bounds each
+        process only; without cgroups, the sum is polled here, every 0.25 s)."""
         fd, start, cpu0 = self.proc.stdout.fileno(), _now(), self._cpu_seconds()
         while not select.select([fd], [], [], 0.25)[0]:
             cpu = self._cpu_seconds()
             used = cpu - cpu0 if cpu is not None and cpu0 is not None else _now() - start
             if used > timeout or _now() - start > WALL_FACTOR * timeout:
                 raise TimeoutError
+            if tree_memory_mb(self.proc.pid) > MEMORY_MB:
+                raise MemoryError
 
     def _request(self, message: dict, timeout: float, what: str) -> dict:
         """Send one request and read its reply; after a timeout or a crash the worker is stopped."""
@@ -288,6 +362,10 @@ class Worker:
         except TimeoutError:
             self.stop()
             raise WorkerError(f"{what} did not finish within {timeout:g} s") from None
+        except MemoryError:
+            self.stop()
+            raise WorkerError(f"{what} ended the grading worker: its processes together used more than "
+                              f"{MEMORY_MB} MB of memory") from None
         except (OSError, ValueError) as err:  # a broken pipe, an oversized reply
             data, detail = None, f"; {err}"
         if data is None:
@@ -425,25 +503,64 @@ def _load_plain(data: bytes):
 
 
 def _check_reply(reply) -> dict:
-    """A worker's reply holds only plain data; tensor subclasses become plain tensors."""
+    """A worker's reply holds only plain data; tensor subclasses become plain tensors. Tensors are bounded in
+    what they can cost the judge: MAX_REPLY_ELEMENTS in all, dense CPU/CUDA tensors only, no view reaching
+    past its storage (all checked from sizes and strides, before anything reads an element)."""
     if not isinstance(reply, dict) or "status" not in reply:
         raise TypeError("not a reply")
-    return {k: _plain_data(v) for k, v in reply.items()}
+    budget = [MAX_REPLY_ELEMENTS]
+    return {k: _plain_data(v, 0, budget) for k, v in reply.items()}
 
 
-def _plain_data(obj, depth: int = 0):
+def _spend(budget: list, n: int, what: str) -> None:
+    budget[0] -= n
+    if budget[0] < 0:
+        raise ValueError(f"{what} makes the result larger than the {MAX_REPLY_ELEMENTS} elements a result may have")
+
+
+def _bounded_tensor(t, budget: list):
     import torch
 
+    if t.layout is not torch.strided or t.device.type not in ("cpu", "cuda"):
+        raise TypeError(f"a {t.layout} tensor on {t.device.type} (only dense tensors are accepted)")
+    shape, strides = tuple(t.shape), t.stride()
+    if len(shape) > 64:
+        raise ValueError(f"a tensor of {len(shape)} dimensions")
+    n = 1
+    for size in shape:
+        n *= size
+    _spend(budget, n, f"a tensor of shape {shape} ({n} elements)")
+    if n:
+        if any(st < 0 for st in strides):
+            raise ValueError("a tensor with negative strides")
+        last = t.storage_offset() + sum((size - 1) * st for size, st in zip(shape, strides))
+        if last >= t.untyped_storage().nbytes() // max(t.element_size(), 1):
+            raise ValueError(f"a tensor view of shape {shape} that reaches past its storage")
+    return t if type(t) is torch.Tensor else t.as_subclass(torch.Tensor)
+
+
+def _plain_data(obj, depth: int = 0, budget: list | None = None):
+    import torch
+
+    budget = [MAX_REPLY_ELEMENTS] if budget is None else budget
     if depth > 64:
         raise TypeError("nested too deeply")
     if type(obj) in (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size):
         return obj
     if isinstance(obj, torch.Tensor):
-        return obj if type(obj) is torch.Tensor else obj.as_subclass(torch.Tensor)
+        return _bounded_tensor(obj, budget)
     if type(obj) in (list, tuple):
-        return type(obj)(_plain_data(x, depth + 1) for x in obj)
+        return type(obj)(_plain_data(x, depth + 1, budget) for x in obj)
     if type(obj) is dict:
-        return {_plain_data(k, depth + 1): _plain_data(v, depth + 1) for k, v in obj.items()}
+        if set(obj) == {FACTORED}:  # its product is what the checks look at: count that
+            a, b = obj[FACTORED] if type(obj[FACTORED]) in (list, tuple) and len(obj[FACTORED]) == 2 else (None, None)
+            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() >= 2 and b.dim() >= 2):
+                raise TypeError("a malformed FactoredMatrix")
+            n = 1
+            for size in torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]):
+                n *= size
+            _spend(budget, n * a.shape[-2] * b.shape[-1], f"a FactoredMatrix of {a.shape[-2]} x {b.shape[-1]}")
+        return {_plain_data(k, depth + 1, budget): _plain_data(v, depth + 1, budget) for k, v in obj.items()}
     raise TypeError(f"a {type(obj).__name__} in the reply")
 
 
