@@ -114,7 +114,7 @@ print(model.to_str_tokens(rep_tokens[0, :8]))
 # first copy, then on the second. It works when it picks exactly the positions of a hand-made example.
 #
 # <details><summary>Hint 1</summary>Entry <code>p</code> of the loss predicts token <code>p + 1</code>. Where does <code>R[i]</code> sit in each copy, and which loss index predicts it?</details>
-# <details><summary>Hint 2</summary><code>R[1] ... R[n-1]</code> sit at positions <code>2 ... n</code> in the first copy and <code>n + 2 ... 2n</code> in the second: slice the loss's position axis for each (a slice leaves out its stop), take <code>.mean()</code> of each, and <code>torch.stack</code> the two.</details>
+# <details><summary>Hint 2</summary>Loss index <code>i</code> is the loss of predicting the token at position <code>i + 1</code>. Work out which loss indices predict <code>R[1] ... R[n-1]</code> in each copy, then slice the loss's position axis (a slice leaves out its stop), take <code>.mean()</code> of each, and <code>torch.stack</code> the two.</details>
 
 # %% nbgrader={"grade": false, "grade_id": "loss_on_each_copy", "locked": false, "schema_version": 3, "solution": true}
 def loss_on_each_copy(loss_per_token: Float[Tensor, "batch two_n"], n: int) -> Float[Tensor, "2"]:
@@ -134,7 +134,8 @@ check(loss_on_each_copy)
 # the repeat's first predictable token. Predicting `R[1]` the second time still costs more than 5 nats: the
 # induction head would need the key at position 2 to say "the token before me was `R[0]`", but no layer-0 head puts
 # even half of its attention from position 2 on position 1 (printed below; at later positions the previous-token
-# head looks one back almost always), so that one key never learns it. From `R[2]` on, the loss is below 1 nat.
+# head looks one back almost always), so that one key never learns it. From `R[2]` on, the loss averages below 1 nat (`R[2]` itself can still cost a
+# little more; the printout gives the mean).
 
 # %%
 first, second = loss_on_each_copy(rep_loss, N_REP)
@@ -1181,7 +1182,8 @@ check(phase_change_step)
 
 # %% [markdown]
 # The training curves. You should see, in order: the loss falling fast as the model learns the bigram chain;
-# a stretch in which both head scores stay below 0.2 and the loss on repeated tokens falls by less than a nat (the
+# a slow stretch (from step 50 to about 60 steps before the phase change) in which both head scores stay below 0.2
+# and the loss on repeated tokens falls steadily but by less than a nat in all (the
 # model learns that tokens already in the context tend to recur, a trick that needs no induction head); then,
 # within well under a hundred steps, the previous-token and induction scores shoot up together (each by more than
 # 0.3) while the repeat loss falls to less than half, and the loss on the *other* tokens (bottom panel) bumps up by
@@ -1231,7 +1233,8 @@ plots.lines(torch.tensor([[row["repeat_loss"] for row in log[1:]] for log in (lo
 
 # %% [markdown]
 # ### Recap of Part 5
-# - With varied repeats, a 2-layer attention-only model learns bigrams first, sits on a plateau, then forms a
+# - With varied repeats, a 2-layer attention-only model learns bigrams first, improves only slowly on repeats while
+#   both head scores stay low, then forms a
 #   previous-token head and an induction head together in a sudden phase change; the loss on repeated tokens
 #   collapses and the loss elsewhere bumps.
 # - A 1-layer model trained the same way never forms an induction head and its repeat loss stays high.

@@ -437,8 +437,10 @@ def _make_induction_batch(fn):
                f"row {b}: is_repeat should be False, then True to the end")
         found = [L for L in range(lo, hi + 1) if first - 1 - L >= 1
                  and torch.equal(tokens[b, first - 1:], tokens[b, first - 1 - L:seq_len - L])]
-        expect(bool(found), f"row {b}: from 1 + L positions before the first is_repeat position, the tokens should repeat "
-                            f"with a period L in {lo} .. {hi} to the end")
+        expect(bool(found), f"row {b}: is_repeat first becomes True at position {first}, but the tokens from position "
+                            f"{first - 1} on do not repeat those L positions earlier for any span length L in {lo} .. {hi} "
+                            f"(is_repeat should start at s + L + 1, one after the first token of the second copy; "
+                            f"is it one position off?)")
         L = found[0]
         s = first - 1 - L
         lengths.add(L)
