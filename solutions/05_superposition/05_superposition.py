@@ -533,9 +533,10 @@ print("dense instance: feature norms ||W_i||:     ", sorted(round(v, 2) for v in
 # with equal variances, where every rank-4 projection does equally well, the dense model learns *some*
 # rank-4 projection. `WᵀW` has 4 eigenvalues close to 1 and the rest close to 0 (printed above), so
 # `||W||_F² = trace(WᵀW) = 4` and dimensions per feature is 1. But the 4 dimensions are smeared over
-# most of the 24 features: every `||W_i||` is below 0.75, and no feature has a dimension of its own.
+# most of the 24 features: every `||W_i||` is well below 1 (under 0.85), and no feature has a dimension of its own.
 #
-# As features get sparser the curve does not fall smoothly. It lingers near 1/2 (1/(1 − S) ≈ 2 to 3: 8
+# As features get sparser the curve does not fall smoothly. It lingers near 1/2 (1/(1 − S) from about 2 to 3; the
+# exact range varies a little from run to run: 8
 # features in 4 antipodal pairs fill the 4 dimensions) and again near 1/3 (1/(1 − S) ≈ 5 to 6: 12
 # features), then keeps dropping as more features squeeze in. The paper calls such plateaus "sticky".
 #
@@ -558,7 +559,8 @@ fig
 # %% [markdown]
 # What you should see: the points are not spread evenly between 0 and 1. At each sparsity they bunch
 # at a few values, and the bunches move down in steps as sparsity grows. Two plateaus are clear:
-# - **1/2**, at 1/(1 − S) ≈ 1.7 to 2.8: 8 features, 4 antipodal pairs, one pair per dimension.
+# - **1/2**, at 1/(1 − S) from about 2 to about 3 (the edges move a little from run to run): 8 features,
+#   4 antipodal pairs, one pair per dimension.
 # - **1/3**, at 1/(1 − S) ≈ 5 to 6: 12 features. This fraction is not in the paper's list and not a
 #   polytope of antipodal pairs (none of the 12 has one). The 12 features have norms close to 1 and
 #   spread evenly over the 4 dimensions: `W Wᵀ = Σ_j W_j W_jᵀ` is close to `3·I` (a *tight frame*). Then
@@ -1301,8 +1303,8 @@ plots.heatmap(cos, x_labels=[f"{j}{'' if alive[j] else ' (dead)'}" for j in rang
 #
 # Look at the alive latents more closely: every one of them points at a true feature, and some features
 # have *two* (three of the five in the reference run: 8 alive latents for 5 features). On most inputs
-# with a single true feature (about three in four), both copies fire, so more latents are active than
-# there are features. Nothing in the loss removes such duplicates. If two latents share a decoder
+# with a single true feature (about three in four), both copies fire. (Other latents also fire off-target now
+# and then, so the number of active latents per input is not a count of duplicates.) Nothing in the loss removes such duplicates. If two latents share a decoder
 # direction, the reconstruction depends only on the sum of their activations, and so does the L1 penalty
 # (the activations are nonnegative, so `|a| + |b| = a + b`): splitting a feature between two copies costs
 # exactly what one latent costs. So the number of alive latents overcounts the features: an analysis

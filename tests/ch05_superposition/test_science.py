@@ -94,7 +94,7 @@ def test_sweep_dense_instance_learns_a_smeared_rank_m_projection(sweep_run):
         f"dense, equal importance: WᵀW should have m = {m} eigenvalues ~1 and the rest ~0 (a rank-m projection); "
         f"got {eig.tolist()}")
     norms = W.norm(dim=0)
-    assert float(norms.max()) < 0.75, f"no feature has a whole dimension (every ||W_i|| < 0.75); norms {norms.tolist()}"
+    assert float(norms.max()) < 0.85, f"no feature has a whole dimension (every ||W_i|| < 0.85); norms {norms.tolist()}"
     assert int((norms > 0.2).sum()) > W.shape[1] // 2, f"the dimensions are smeared over most features; norms {norms.tolist()}"
 
 

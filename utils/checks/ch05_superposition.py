@@ -344,7 +344,9 @@ def _train_sae_resampling(fn):
            f"with lr = 0 and one resampling step (after 100 of 200 steps), latents {dead.nonzero()[:, 0].tolist()} never "
            f"fired in the window and should be the ones resampled; yours changed {changed.nonzero()[:, 0].tolist()}. "
            f"A latent is dead when dead_latents is True on every batch of the window; resample only those")
-    expect(n == int(dead.sum()), f"n_resampled = {n}, but {int(dead.sum())} latents were dead and resampled")
+    expect(n == int(dead.sum()), f"n_resampled = {n}, but {int(dead.sum())} latents were dead at the one resampling "
+                                 f"step of the first half (after step 100 of 200): count only those (and resample only "
+                                 f"in the first half of training)")
 
 
 @visible("feature_recovery")
