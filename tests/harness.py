@@ -328,6 +328,38 @@ def wrong_variant_test(variants: dict, check_module):
     return test_known_wrong_variant_fails_a_hidden_check
 
 
+def correct_alternatives_test(cases: list, check_module):
+    """A test: each correct implementation written differently from the reference, `(exercise, fn)` in `cases`,
+    must pass the exercise's visible check (what the learner sees) and every one of its hidden checks (the grade)."""
+
+    def test_correct_alternatives_pass_visible_and_hidden_checks(request):
+        import contextlib
+        import io
+
+        from micourse.checks import core
+
+        chapter = chapter_of(check_module.__file__)
+        problems = []
+        for name, fn in cases:  # one loop: hidden-check files of the course never use pytest parameters
+            label = f"{name} ({fn.__doc__ or fn.__name__})"
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    core.check(name, fn)
+            except Exception as err:
+                problems.append(f"{label}: visible check failed: {err}")
+            impl = load_impl(chapter, "solutions")  # fresh definitions: the alternative replaces only its own name
+            setattr(impl._module, name, fn)
+            for chk in checks_of(check_module, name):
+                args = {p: impl if p == "impl" else request.getfixturevalue(p) for p in inspect.signature(chk).parameters}
+                try:
+                    chk(**args)
+                except Exception as err:
+                    problems.append(f"{label}: hidden check {chk.__name__} failed: {type(err).__name__}: {err}")
+        assert not problems, "correct alternatives rejected:\n" + "\n".join(problems)
+
+    return test_correct_alternatives_pass_visible_and_hidden_checks
+
+
 # ---------------------------------------------------------------- assertions shared by hidden checks
 def tensor_of(x, what: str):
     """The result as a detached tensor, or a failure saying a tensor was expected."""

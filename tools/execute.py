@@ -3,16 +3,28 @@
     python -m tools.execute solutions/01_framework/01_framework.py   # one solution notebook
     python -m tools.execute --solutions                              # every solution notebook
     python -m tools.execute --chapters                               # learner notebooks, up to the first exercise
+    python -m tools.execute --random-gpt2 solutions/03_ioi/03_ioi.py # the GPT-2 cells, on a random GPT-2-sized model
 
 A solution notebook must run without error. A learner notebook must run until the first
-NotImplementedError (an unfilled exercise) with no other error before it.
+NotImplementedError (an unfilled exercise) with no other error before it. A notebook that runs to the end
+also reports its kernel's peak memory and CPU time.
+
+Kernels get the same thread count as every other micourse process: micourse sets it on import
+(MICOURSE_THREADS, default 1), and OMP_NUM_THREADS here only covers code that runs before that import.
+`--random-gpt2` writes a GPT-2-small-shaped model with random weights (micourse.models.write_random_gpt2) and
+sets MICOURSE_GPT2_PATH, so that `load_model("gpt2")` boots it through the hub code path while everything else
+stays offline: every cell that runs on GPT-2 runs, with meaningless numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,14 +41,44 @@ ENV = {"MICOURSE_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM":
        "OMP_NUM_THREADS": os.environ.get("MICOURSE_THREADS", "1")}
 
 
-def execute(path: Path, stop_at_exercise: bool = False, timeout: int = 600) -> tuple[bool, float, str]:
-    """Run one notebook in a fresh kernel; returns (ok, seconds, message)."""
+# Appended to every notebook: the kernel's peak resident memory and CPU time, as one JSON line.
+MEASURE_CELL = """import json as _json, resource as _resource, time as _time
+print("MICOURSE_KERNEL_STATS " + _json.dumps({"peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                               "cpu_s": _time.process_time()}))"""
+
+
+def kernel_stats(nb) -> dict:
+    """The stats MEASURE_CELL printed in an executed notebook ({} if it did not run)."""
+    for out in nb.cells[-1].get("outputs", []) if nb.cells else []:
+        for line in out.get("text", "").splitlines():
+            if line.startswith("MICOURSE_KERNEL_STATS "):
+                return json.loads(line.split(" ", 1)[1])
+    return {}
+
+
+def execute(path: Path, stop_at_exercise: bool = False, timeout: int = 600, extra_cells: tuple[str, ...] = (),
+            keep: dict | None = None) -> tuple[bool, float, str]:
+    """Run one notebook in a fresh kernel; returns (ok, seconds, message).
+
+    extra_cells run after the notebook's own cells (then MEASURE_CELL); `keep`, if given, receives the executed
+    notebook under "nb" and the kernel's stats under "stats".
+    """
+    import nbformat
+
     nb = read_notebook(path)
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in (*extra_cells, MEASURE_CELL)]
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
+    if keep is not None:
+        keep["nb"] = nb
     try:
         client.execute()
-        return True, time.perf_counter() - start, "ran to the end"
+        seconds = time.perf_counter() - start
+        stats = kernel_stats(nb)
+        if keep is not None:
+            keep["stats"] = stats
+        measured = f" (kernel: peak {stats['peak_rss_mb']:.0f} MB, cpu {stats['cpu_s']:.0f} s)" if stats else ""
+        return True, seconds, "ran to the end" + measured
     except CellExecutionError as err:
         seconds = time.perf_counter() - start
         if stop_at_exercise and err.ename in ("NotImplementedError", "NotImplementedYet"):
@@ -50,6 +92,8 @@ def main(argv=None) -> int:
     parser.add_argument("--solutions", action="store_true", help="every solution notebook")
     parser.add_argument("--chapters", action="store_true", help="every learner notebook, up to its first exercise")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
+    parser.add_argument("--random-gpt2", action="store_true",
+                        help="load_model('gpt2') boots a random GPT-2-sized model (MICOURSE_GPT2_PATH) instead of falling back")
     args = parser.parse_args(argv)
     jobs = [(p, p.suffix == ".ipynb") for p in args.paths]
     if args.solutions:
@@ -57,6 +101,12 @@ def main(argv=None) -> int:
     if args.chapters:
         jobs += [(p, True) for p in sorted(CHAPTERS.glob("*/*.ipynb"))]
     os.environ.update(ENV)
+    if args.random_gpt2 and not os.environ.get("MICOURSE_GPT2_PATH"):
+        from micourse.models import write_random_gpt2
+
+        folder = Path(tempfile.mkdtemp(prefix="random-gpt2-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["MICOURSE_GPT2_PATH"] = str(write_random_gpt2(folder))
     failed = 0
 
     def run(job):

@@ -1,13 +1,46 @@
 """Plotly figures for the course. Every helper takes tensors and labels and returns a figure
-(tests read `fig.data`); the notebook displays it. Axis labels use TransformerLens's words."""
+(tests read `fig.data`); the notebook displays it. Axis labels use TransformerLens's words.
+
+Colour convention for every diverging plot in the course (scores, attributions, differences,
+patching results): **positive = red, negative = blue, zero = white**, on a range symmetric around 0
+(`zmin = -zmax`), so that the same colour means the same sign in every chapter. `DIVERGING_SCALE` is that
+scale; `heatmap` (and `layer_head_grid`) use it unless called with `diverging=False`. Prose that names a
+colour should say "red" for positive and "blue" for negative."""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Sequence
 
+import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
+
+
+def setup_renderer() -> str:
+    """Choose a plotly renderer that shows figures wherever a notebook is read, and return its name.
+
+    - Colab: "colab".
+    - Any other Jupyter kernel (JupyterLab, Notebook, VS Code, nbclient in CI): "plotly_mimetype+notebook".
+      JupyterLab renders the plotly mimetype with its bundled extension (offline); the "notebook" part adds
+      an HTML version of each figure, with plotly.js embedded once per notebook (no CDN), so that HTML
+      exported from a headless run (`jupyter nbconvert --to html`) shows every figure. plotly's own default
+      in a kernel is the mimetype alone, which static pages cannot show.
+    - PLOTLY_RENDERER set, or not in a kernel: plotly's choice is kept.
+    """
+    if os.environ.get("PLOTLY_RENDERER"):
+        return pio.renderers.default
+    if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
+        pio.renderers.default = "colab"
+    elif pio.renderers.default == "plotly_mimetype":
+        pio.renderers.default = "plotly_mimetype+notebook"
+    return pio.renderers.default
+
+
+setup_renderer()
 
 
 def to_numpy(x):
@@ -23,14 +56,32 @@ def _check_2d(values, what: str):
     return values
 
 
+# ColorBrewer's RdBu reversed (blue at the bottom of the range, red at the top) with its centre set to pure
+# white: value -zmax is dark blue, 0 white, +zmax dark red.
+DIVERGING_SCALE = [[0.0, "rgb(5,48,97)"], [0.1, "rgb(33,102,172)"], [0.2, "rgb(67,147,195)"], [0.3, "rgb(146,197,222)"],
+                   [0.4, "rgb(209,229,240)"], [0.5, "rgb(255,255,255)"], [0.6, "rgb(253,219,199)"],
+                   [0.7, "rgb(244,165,130)"], [0.8, "rgb(214,96,77)"], [0.9, "rgb(178,24,43)"], [1.0, "rgb(103,0,31)"]]
+
+
 def heatmap(values, x_labels: Sequence | None = None, y_labels: Sequence | None = None, title: str = "",
             x_title: str = "", y_title: str = "", diverging: bool = True, zmax: float | None = None,
             **kwargs) -> go.Figure:
-    """A labelled heatmap. Diverging (red/blue around 0) by default, for scores and differences."""
+    """A labelled heatmap.
+
+    Diverging by default, for scores and differences: positive = red, negative = blue, 0 = white, on the
+    symmetric range [-zmax, +zmax] (`zmax` defaults to the largest |value|; pass the same `zmax` to figures that
+    should be compared). With `diverging=False` it is a plain sequential heatmap (pass `range_color`, or
+    `zmin`/`zmax`, and a `color_continuous_scale` if you like)."""
     values = _check_2d(values, "heatmap")
     if diverging:
-        zmax = zmax if zmax is not None else float(abs(values).max()) or 1.0
-        kwargs = {"color_continuous_scale": "RdBu", "zmin": -zmax, "zmax": zmax, **kwargs}
+        for key in ("zmin", "range_color", "color_continuous_scale"):
+            if key in kwargs:
+                raise ValueError(f"a diverging heatmap is always blue (negative) - white (0) - red (positive) on "
+                                 f"[-zmax, +zmax]: pass zmax, not {key} (or diverging=False)")
+        zmax = abs(float(zmax)) if zmax is not None else float(np.nan_to_num(np.nanmax(np.abs(values)))) or 1.0
+        kwargs = {"color_continuous_scale": DIVERGING_SCALE, "zmin": -zmax, "zmax": zmax, **kwargs}
+    elif zmax is not None:
+        kwargs["zmax"] = zmax
     fig = px.imshow(values, x=list(map(str, x_labels)) if x_labels is not None else None,
                     y=list(map(str, y_labels)) if y_labels is not None else None,
                     labels={"x": x_title, "y": y_title, "color": ""}, title=title, aspect="auto", **kwargs)

@@ -89,7 +89,10 @@ WANG_CIRCUIT = sorted({head for heads in WANG_HEADS.values() for head in heads})
 #   half of the prompts and S1 in the other half. S2 and END are at the same positions in all of them.
 
 # %%
-n_prompts = 8  # patching sweeps run one forward pass per cell of their grid: keep batches small on a CPU
+# Patching sweeps run one forward pass per cell of their grid (GPT-2 small: 144 heads, 12 layers x ~15 positions),
+# so batches stay small on a CPU: 8 prompts on the offline model, 4 on GPT-2 small (enough for the effects below,
+# which are large; use more where you have a GPU or time).
+n_prompts = 4 if using_gpt2 else 8
 tl = ioi.tl_prompt_data()
 mixed = ioi.make_ioi_data(32, seed=1)
 data = ioi.make_ioi_data(n_prompts, seed=0, templates=[0])

@@ -2,15 +2,11 @@
 learner sees) and every hidden check (the grade): ties counted as wins where the spec leaves ties open, a version
 written under no_grad, a mask instead of indexing, per-sequence means, a Python loop."""
 
-import contextlib
-import inspect
-import io
 
 import torch
 
-from micourse.checks import core
 from tests.ch02_induction import test_hidden
-from tests.harness import checks_of, load_impl
+from tests.harness import correct_alternatives_test
 
 
 def diagonal_argmax_fraction(M):  # a tie at the maximum counts as a win
@@ -66,20 +62,4 @@ CASES = [("diagonal_argmax_fraction", diagonal_argmax_fraction), ("ov_copy_fract
          ("random_composition_scores", random_composition_scores)]
 
 
-def test_correct_alternatives_pass_visible_and_hidden_checks(request):
-    failures = []
-    for name, fn in CASES:  # one test with a loop (the course's rule for files under tests/chNN_*)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                core.check(name, fn)
-        except Exception as err:
-            failures.append(f"{fn.__name__}: visible check: {err}")
-        impl = load_impl("02_induction", "solutions")
-        setattr(impl._module, name, fn)
-        for chk in checks_of(test_hidden, name):
-            args = {p: impl if p == "impl" else request.getfixturevalue(p) for p in inspect.signature(chk).parameters}
-            try:
-                chk(**args)
-            except Exception as err:
-                failures.append(f"{fn.__name__}: {chk.__name__}: {err}")
-    assert not failures, "correct alternatives rejected:\n" + "\n".join(failures)
+test_correct_alternatives_pass_visible_and_hidden_checks = correct_alternatives_test(CASES, test_hidden)

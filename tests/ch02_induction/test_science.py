@@ -12,7 +12,6 @@ position, the K-composition circuit and scores, ablating the previous-token head
 the trained model's heads, the 1-layer model)."""
 
 import math
-import os
 
 import pytest
 import torch
@@ -128,14 +127,9 @@ def test_the_attention_view_shows_both_lines_on_the_short_sequence(ref, shipped,
 
 
 @pytest.mark.online
-@pytest.mark.skipif(os.environ.get("MICOURSE_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-                    or bool(os.environ.get("MICOURSE_GPT2_PATH")), reason="needs GPT-2 small from the model hub")
-def test_gpt2_small_induction_heads_include_the_published_ones(ref):
+def test_gpt2_small_induction_heads_include_the_published_ones(ref, gpt2):
     """Wang et al. (2022) list 5.5, 5.8, 5.9 and 6.9 as GPT-2 small's induction heads; the notebook says 5.5 and 6.9
     are among those the detector labels induction."""
-    from micourse.models import load_model
-
-    gpt2 = load_model("gpt2", verbose=False)
     tokens = ref.generate_repeated_tokens(4, 50, gpt2.cfg.d_vocab, gpt2.tokenizer.bos_token_id, seed=2)
     labels = ref.label_heads(ref.head_score_table(gpt2, tokens), THRESHOLD)
     assert labels[5][5] == "induction" and labels[6][9] == "induction", f"layer 5: {labels[5]}, layer 6: {labels[6]}"

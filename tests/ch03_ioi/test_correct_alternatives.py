@@ -5,15 +5,11 @@ ranks counted instead of `topk`, the final LayerNorm left out of the copy score 
 output is already centred and the scale does not change a ranking), `torch.where` instead of index assignment,
 Python loops."""
 
-import contextlib
-import inspect
-import io
 
 import torch
 
-from micourse.checks import core
 from tests.ch03_ioi import test_hidden
-from tests.harness import checks_of, load_impl
+from tests.harness import correct_alternatives_test
 
 
 def _ld(logits, answer_ids, end_pos):
@@ -153,25 +149,4 @@ CASES = [("path_patch_to_logits", path_patch_to_logits), ("path_patch_to_heads",
          ("circuit_faithfulness", circuit_faithfulness), ("classify_heads", classify_heads)]
 
 
-def test_correct_alternatives_pass_visible_and_hidden_checks(request):
-    impl = load_impl("03_ioi", "solutions")
-    problems = []
-    for name, fn in CASES:  # one loop: hidden-check files of the course never use pytest parameters
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-                core.check(name, fn)
-        except Exception as err:
-            problems.append(f"{name} ({fn.__doc__ or 'alternative'}): visible check failed: {err}")
-            continue
-        old = getattr(impl._module, name)
-        setattr(impl._module, name, fn)
-        try:
-            for chk in checks_of(test_hidden, name):
-                args = {p: impl if p == "impl" else request.getfixturevalue(p) for p in inspect.signature(chk).parameters}
-                try:
-                    chk(**args)
-                except Exception as err:
-                    problems.append(f"{name}: hidden check {chk.__name__} failed: {type(err).__name__}: {err}")
-        finally:
-            setattr(impl._module, name, old)
-    assert not problems, "\n".join(problems)
+test_correct_alternatives_pass_visible_and_hidden_checks = correct_alternatives_test(CASES, test_hidden)

@@ -4,16 +4,12 @@ learner sees) and every hidden check (the grade): an analytic gradient instead o
 mask, queries done one row at a time, `torch.corrcoef`, `cross_entropy` for log-probabilities, hooks that return a
 new tensor built with `torch.where`."""
 
-import contextlib
-import inspect
-import io
 
 import torch
 import torch.nn.functional as F
 
-from micourse.checks import core
 from tests.ch06_attribution import test_hidden
-from tests.harness import checks_of, load_impl
+from tests.harness import correct_alternatives_test
 
 
 def _ld(logits, answer_ids, end_pos):
@@ -130,25 +126,4 @@ CASES = [("toy_gradient", toy_gradient), ("acts_and_grads", acts_and_grads), ("q
          ("act_patch_heads_by_pos", act_patch_heads_by_pos)]
 
 
-def test_correct_alternatives_pass_visible_and_hidden_checks(request):
-    impl = load_impl("06_attribution", "solutions")
-    problems = []
-    for name, fn in CASES:  # one loop: hidden-check files of the course never use pytest parameters
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-                core.check(name, fn)
-        except Exception as err:
-            problems.append(f"{name} ({fn.__doc__ or 'alternative'}): visible check failed: {err}")
-            continue
-        old = getattr(impl._module, name)
-        setattr(impl._module, name, fn)
-        try:
-            for chk in checks_of(test_hidden, name):
-                args = {p: impl if p == "impl" else request.getfixturevalue(p) for p in inspect.signature(chk).parameters}
-                try:
-                    chk(**args)
-                except Exception as err:
-                    problems.append(f"{name}: hidden check {chk.__name__} failed: {type(err).__name__}: {err}")
-        finally:
-            setattr(impl._module, name, old)
-    assert not problems, "\n".join(problems)
+test_correct_alternatives_pass_visible_and_hidden_checks = correct_alternatives_test(CASES, test_hidden)

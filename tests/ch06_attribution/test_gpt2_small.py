@@ -5,52 +5,12 @@ layer 0 is nonzero only at S2), not numbers from a run. Skipped, with the reason
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 
 from tests.harness import load_impl
 
 pytestmark = pytest.mark.online
-
-
-# The same availability test as chapter 3's GPT-2 checks (tests/ch03_ioi/test_gpt2_small.py).
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
-
-
-def _why_unavailable() -> str | None:
-    """None if GPT-2 small can be loaded now; otherwise why not (checked in well under a second when offline)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return "huggingface_hub is not installed"
-    config = try_to_load_from_cache("gpt2", "config.json")
-    weights = [try_to_load_from_cache("gpt2", f) for f in ("model.safetensors", "pytorch_model.bin")]
-    if isinstance(config, str) and any(isinstance(w, str) for w in weights):
-        return None
-    if _flag("HF_HUB_OFFLINE") or _flag("MICOURSE_OFFLINE"):
-        return ("GPT-2 small is not in the local Hugging Face cache, and HF_HUB_OFFLINE/MICOURSE_OFFLINE forbid "
-                "downloading it (set both to 0 to allow a download)")
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-    except OSError as err:
-        return f"GPT-2 small is not cached and huggingface.co cannot be reached ({type(err).__name__})"
-    return None
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    reason = _why_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    from micourse.models import load_hf_folder, load_tokenizer
-
-    model = load_hf_folder("gpt2", tokenizer=load_tokenizer("gpt2_tokenizer"))  # compatibility mode, as the notebook
-    model.course_name = "gpt2"
-    return model
 
 
 @pytest.fixture(scope="module")
