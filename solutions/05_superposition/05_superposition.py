@@ -1301,8 +1301,9 @@ plots.heatmap(cos, x_labels=[f"{j}{'' if alive[j] else ' (dead)'}" for j in rang
 # blue, 0 white) each row has a deep-red cell. Some latents died and were resampled in the first half of
 # training. Latents still dead at the end are spare capacity: the SAE has 10 latents for 5 features.
 #
-# Look at the alive latents more closely: every one of them points at a true feature, and some features
-# have *two* (three of the five in the reference run: 8 alive latents for 5 features). On most inputs
+# Look at the alive latents more closely: all of them, or all but one, point at a true feature (cosine above
+# 0.9), and some features have *two*, so more latents are alive than there are features (how many features
+# get a second latent changes with the smallest numerical differences in training; the printout gives yours). On most inputs
 # with a single true feature (about three in four), both copies fire. (Other latents also fire off-target now
 # and then, so the number of active latents per input is not a count of duplicates.) Nothing in the loss removes such duplicates. If two latents share a decoder
 # direction, the reconstruction depends only on the sum of their activations, and so does the L1 penalty
