@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an accidental hub call fails at once instead of hanging
 os.environ.setdefault("MICOURSE_OFFLINE", "1")
@@ -172,24 +171,17 @@ def _flag(name: str) -> bool:
 
 def _why_unavailable() -> str | None:
     """None if GPT-2 small can be loaded now; otherwise why not (checked in well under a second when offline)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return "huggingface_hub is not installed"
+    from micourse.models import cached_snapshot, hub_reachable
+
     if os.environ.get("MICOURSE_GPT2_PATH"):
         return "MICOURSE_GPT2_PATH points GPT-2 at a local folder (random weights in CI), not the real GPT-2 small"
-    config = try_to_load_from_cache("gpt2", "config.json")
-    weights = [try_to_load_from_cache("gpt2", f) for f in ("model.safetensors", "pytorch_model.bin")]
-    if isinstance(config, str) and any(isinstance(w, str) for w in weights):
+    if cached_snapshot("gpt2"):
         return None
     if _flag("HF_HUB_OFFLINE") or _flag("MICOURSE_OFFLINE"):
         return ("GPT-2 small is not in the local Hugging Face cache, and HF_HUB_OFFLINE/MICOURSE_OFFLINE forbid "
                 "downloading it (set both to 0 to allow a download)")
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-    except OSError as err:
-        return f"GPT-2 small is not cached and huggingface.co cannot be reached ({type(err).__name__})"
-    return None
+    unreachable = hub_reachable()
+    return f"GPT-2 small is not cached and {unreachable}" if unreachable else None
 
 
 @pytest.fixture(scope="session")

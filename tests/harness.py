@@ -220,18 +220,11 @@ def read_submitted(folder: Path, rel: Path) -> bytes:
 
 
 def notebooks_for(chapter: str, where: str) -> list[Path]:
-    """The notebooks of `chapter` in: 'solutions', 'chapters', or a submitted file or folder (a folder: chosen
-    by `find_notebooks`; a file: itself, when it is a regular file with the chapter's notebook name)."""
+    """The notebooks of `chapter` in 'solutions' or 'chapters' (a submission is read by `_submitted_copies`)."""
     if where == "solutions":
         return solution_sources(chapter)
-    if where == "chapters":
-        stems = [p.stem for p in solution_sources(chapter)]
-        return [p for p in sorted((CHAPTERS / chapter).glob("*.ipynb")) if p.stem in stems]
-    base = Path(where)
-    if not base.is_symlink() and base.is_file():
-        found = find_notebooks(chapter, base.parent)
-        return [base] if Path(base.name) in found.paths else []
-    return [base / rel for rel in find_notebooks(chapter, base).paths]
+    stems = [p.stem for p in solution_sources(chapter)]
+    return [p for p in sorted((CHAPTERS / chapter).glob("*.ipynb")) if p.stem in stems]
 
 
 def _submitted_copies(chapter: str, where: str, tmp: Path) -> tuple[list[Path], list[str]]:

@@ -7,20 +7,11 @@ from pathlib import Path
 import pytest
 
 from micourse.checks import core
+from tests.harness import hidden_checks
 from tools.notebooks import ROOT, chapter_names, exercises, read_notebook, solution_sources
 
 # The number of graded exercises each chapter promises.
 MIN_EXERCISES = {"01_framework": 20, "02_induction": 20, "03_ioi": 20, "04_grokking": 18, "05_superposition": 20, "06_attribution": 20}
-
-
-def hidden_checks(chapter: str) -> dict[str, list]:
-    found: dict[str, list] = {}
-    for path in sorted((ROOT / "tests" / f"ch{chapter}").glob("test_*.py")):
-        module = importlib.import_module(f"tests.ch{chapter}.{path.stem}")
-        for fn in vars(module).values():
-            if getattr(fn, "_exercise", None):
-                found.setdefault(fn._exercise, []).append(fn)
-    return found
 
 
 @pytest.mark.parametrize("chapter", chapter_names())

@@ -134,7 +134,7 @@ def _fallback_seconds(monkeypatch, capsys) -> float:
 def _online(monkeypatch):
     for var in ("MICOURSE_OFFLINE", "HF_HUB_OFFLINE", models.GPT2_PATH_ENV):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(models, "_cached_snapshot", lambda repo: None)
+    monkeypatch.setattr(models, "cached_snapshot", lambda repo: None)
 
 
 def test_an_unreachable_hub_falls_back_within_seconds(monkeypatch, capsys):
@@ -167,7 +167,7 @@ def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_is_unreachable(tmp
     folder = models.write_random_gpt2(tmp_path / "snapshot", n_layer=1, n_head=2, n_embd=16, n_positions=32)
     _online(monkeypatch)
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=None: "huggingface.co cannot be reached (test)")
-    monkeypatch.setattr(models, "_cached_snapshot", lambda repo: str(folder))
+    monkeypatch.setattr(models, "cached_snapshot", lambda repo: str(folder))
     model = models.load_model("gpt2", offline_alternative="attn_only_2l")
     assert model.course_name == "gpt2" and "local Hugging Face cache" in capsys.readouterr().out
 

@@ -260,7 +260,7 @@ def load_model(name: str, offline_alternative: str | None = None, checkpoint: st
     if reason is None:
         unreachable = hub_reachable()
         if unreachable:
-            source = _cached_snapshot(repo)
+            source = cached_snapshot(repo)
             origin = "from the local Hugging Face cache (the hub cannot be reached)"
             reason = None if source else f"{unreachable}, and '{name}' is not in the local Hugging Face cache"
     if reason is None:
@@ -279,7 +279,7 @@ def load_model(name: str, offline_alternative: str | None = None, checkpoint: st
     return load_model(offline_alternative, checkpoint=checkpoint, verbose=verbose)
 
 
-def _cached_snapshot(repo_id: str) -> str | None:
+def cached_snapshot(repo_id: str) -> str | None:
     """The local Hugging Face cache folder of a hub model, if it was downloaded before (loads with no network)."""
     try:
         from huggingface_hub import snapshot_download
