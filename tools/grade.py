@@ -10,7 +10,7 @@ BATCH learners (JOBS processes at a time), each learner's functions in their own
 
 Submissions are untrusted files: only regular files below SUBMISSIONS are read (no symbolic links, pipes
 or devices; at most MICOURSE_MAX_NOTEBOOK_MB, default 20 MB, per notebook), and one notebook per chapter
-is chosen per learner by the rule of tests.harness.find_notebooks (the copy nearest the top of the learner's
+is chosen per learner by the rule of tools.submissions.find_notebooks (the copy nearest the top of the learner's
 folder wins; several at that depth: none is graded); every refusal is in that learner's feedback, and every
 entry of SUBMISSIONS that is not graded as a learner is listed on stderr and in OUT/skipped.txt.
 
@@ -44,7 +44,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tests.harness import find_notebooks
+from tools.submissions import find_notebooks
 from tools import sandbox
 from tools.notebooks import ROOT, chapter_names, exercise_dependencies, exercises
 

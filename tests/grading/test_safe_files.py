@@ -26,7 +26,8 @@ import pytest
 import torch
 
 from tests.grading.submissions import blanked, checked, solved, uses, write
-from tests.harness import MAX_NOTEBOOK_BYTES, find_notebooks, load_impl, read_submitted
+from tests.harness import load_impl
+from tools.submissions import MAX_NOTEBOOK_BYTES, find_notebooks, read_submitted
 from tools import grade, sandbox
 from tools.notebooks import ROOT, chapter_names
 
