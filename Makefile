@@ -8,6 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUBMISSIONS ?= submissions
 GRADES ?= grades
+# SCHEDULER=tcp://host:8786: make grade runs the batches on that Dask cluster's workers (README, "On a cluster")
+SCHEDULER ?=
 NBGRADER_COURSE ?= nbgrader_course
 CHAPTERS ?=
 JOBS ?= 2
@@ -60,8 +62,8 @@ notebooks: setup  ## execute every solution notebook end to end, and every learn
 release: setup  ## solutions/ -> chapters/ (refuses the placeholder repository URL unless LOCAL=1: a local build)
 	$(PY) -m tools.release $(if $(filter-out 0,$(LOCAL)),,--publish)
 
-grade: $(INSTRUCTOR)  ## grade SUBMISSIONS=<folder of learner folders> into GRADES=<folder> (run as root: isolated workers)
-	$(PY) -m tools.grade $(SUBMISSIONS) --out $(GRADES) --jobs $(JOBS) $(if $(CHAPTERS),--chapters $(CHAPTERS))
+grade: $(INSTRUCTOR)  ## grade SUBMISSIONS=<folder of learner folders> into GRADES=<folder> (isolated: root or bubblewrap; UNISOLATED=1 to allow none)
+	$(PY) -m tools.grade $(SUBMISSIONS) --out $(GRADES) --jobs $(JOBS) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(if $(filter-out 0,$(UNISOLATED)),--allow-unisolated) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 nbgrader: $(INSTRUCTOR)  ## build the nbgrader course folder NBGRADER_COURSE (lint: every graded cell has hidden checks)
 	$(PY) -m tools.nbgrader_course --out $(NBGRADER_COURSE) --jobs $(JOBS) $(if $(CHAPTERS),--chapters $(CHAPTERS))

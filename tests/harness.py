@@ -83,7 +83,7 @@ class RemoteImpl:
     """A submission's functions, each call run in an isolated worker (one per submission and chapter)."""
 
     def __init__(self, paths: list[Path], origin: str):
-        self._worker = sandbox.Worker([(p.name, p.read_bytes()) for p in paths])
+        self._worker = sandbox.Worker([(p.name, p.read_bytes()) for p in paths], budget=sandbox.LEARNER_BUDGET)
         self._origin, self._failed = origin, {}  # function name -> why its later calls fail at once
         self._skipped = skipped_names(paths)  # static, in the trusted process: explains a NameError
 
@@ -104,6 +104,8 @@ class RemoteImpl:
                 raise NotImplementedError(err.message) from None
             explained = explain_name_error(err.message, self._skipped) if err.kind == "NameError" else None
             raise SubmissionError(f"`{name}` raised {err.kind}: {explained}" if explained else f"`{name}` raised {err}") from None
+        except sandbox.BudgetSpent as err:
+            raise SubmissionError(str(err)) from None
         except sandbox.WorkerError as err:
             if not self._worker.broken:  # a timeout or a crash: don't pay for it again in later checks
                 self._failed[name] = f"{err} (in an earlier call; not run again)"

@@ -1,12 +1,15 @@
 """Grade a folder of submitted notebooks with the hidden checks.
 
     python -m tools.grade SUBMISSIONS [--out grades] [--chapters 01_framework,...] [--jobs 2] [--exercises a,b]
+                          [--scheduler tcp://host:8786]
 
 SUBMISSIONS holds one folder per learner (any depth below it, e.g. nbgrader's
 submitted/<learner>/<assignment>/<notebook>.ipynb). A learner's notebook is matched to a chapter by
 its file name (01_framework.ipynb). A chapter's hidden checks run in one pytest process per batch of up to
-BATCH learners (JOBS processes at a time), each learner's functions in their own isolated worker
-(--isolate, see tools/sandbox.py); an exercise earns its points when every one of its hidden checks passes.
+BATCH learners, each learner's functions in their own isolated worker (--isolate, see tools/sandbox.py); an
+exercise earns its points when every one of its hidden checks passes. The batches are scheduled by Dask
+distributed (tools/cluster.py): JOBS at a time on an embedded local cluster, or on the workers of the cluster
+whose scheduler is --scheduler (the notebooks travel with the tasks: no shared filesystem is needed).
 
 Submissions are untrusted files: only regular files below SUBMISSIONS are read (no symbolic links, pipes
 or devices; at most MICOURSE_MAX_NOTEBOOK_MB, default 20 MB, per notebook), and one notebook per chapter
@@ -39,17 +42,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm import tqdm
 
 from tools.submissions import find_notebooks
-from tools import sandbox
+from tools import cluster, sandbox
 from tools.notebooks import ROOT, chapter_names, exercise_dependencies, exercises
 
-TIMEOUT_S = int(os.environ.get("MICOURSE_GRADE_TIMEOUT", "600"))  # per learner and chapter, all its checks
+TIMEOUT_S = sandbox.LEARNER_BUDGET  # wall seconds per learner and chapter, all its checks (MICOURSE_GRADE_TIMEOUT)
+SETUP_S = 300  # more wall seconds per batch: pytest's start, imports, the checks' models
 BATCH = 8  # learners per pytest process: the checks' own setup (imports, models) is paid once per batch
+
+
+def batch_timeout(n: int) -> float:
+    """When a batch of n learners is stopped: only if the trusted side itself hangs (each learner's worker
+    stops at its own budget), after which its unfinished learners are graded again on their own."""
+    return n * TIMEOUT_S + SETUP_S
 
 
 class OutputError(Exception):
@@ -77,17 +86,20 @@ def run_checks(chapter: str, wheres: list[Path], only: list[str] | None = None,
     """Run one chapter's hidden checks on several learners' folders (or notebooks) in one pytest process.
 
     Returns (results, problem) per learner, in order. Each learner's functions run in their own isolated
-    worker, one learner after the other. `hide`: more paths no worker may see (the other submissions,
-    the grades, a gradebook).
+    worker, one learner after the other, within that learner's own budget (TIMEOUT_S wall seconds for all
+    its checks; then its remaining checks fail at once, saying so). Should the batch itself be stopped
+    (batch_timeout) or crash, each learner it did not finish is graded again on its own, so no learner's
+    grade depends on who was graded beside them. `hide`: more paths no worker may see (the other
+    submissions, the grades, a gradebook).
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.jsonl"
         cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / f"ch{chapter}"), "-m", "exercise", "-q",
                "-p", "no:cacheprovider", "-p", "no:xdist", f"--results={out}", "--isolate"]
         cmd += [f"--impl={where}" for where in wheres] + ([f"--exercises={','.join(only)}"] if only else [])
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MICOURSE_OFFLINE": "1",
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MICOURSE_OFFLINE": "1", "MICOURSE_GRADE_TIMEOUT": f"{TIMEOUT_S:g}",
                "MICOURSE_HIDE": os.pathsep.join(str(Path(p).resolve()) for p in hide)}
-        problem, timeout = "", TIMEOUT_S * len(wheres)
+        problem, timeout = "", batch_timeout(len(wheres))
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         try:
@@ -96,17 +108,22 @@ def run_checks(chapter: str, wheres: list[Path], only: list[str] | None = None,
                 problem = f"the hidden checks could not run (pytest exit {proc.returncode}); ask your instructor"
                 print(f"grading {chapter} failed (pytest exit {proc.returncode}):\n{stdout[-3000:]}", file=sys.stderr)
         except subprocess.TimeoutExpired:
-            problem = f"grading stopped after {timeout} s"
+            problem = f"grading stopped after {timeout:g} s"
         finally:  # after a timeout (or an interrupt): pytest and every worker process it started, none left
             if proc.returncode is None:
                 sandbox.kill_tree(proc.pid)
             proc.communicate()
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
         final = {r["nodeid"]: r for r in rows}  # the last line per check wins ("pending" until it ran)
+        unfinished = {r["submission"] for r in final.values() if r["outcome"] == "pending"}
         for r in final.values():
             if r["outcome"] == "pending":
                 r.update(outcome="failed", message=problem or "this check did not run")
-        return [([r for r in final.values() if r["submission"] == i], problem) for i in range(len(wheres))]
+        out = [([r for r in final.values() if r["submission"] == i], problem) for i in range(len(wheres))]
+    if problem and len(wheres) > 1:  # a batch cut short (its trusted side hung or crashed): who it did not finish
+        for i in sorted(unfinished) if rows else range(len(wheres)):  # is graded again, alone
+            out[i] = run_checks(chapter, [wheres[i]], only, hide)[0]
+    return out
 
 
 def _check_name(nodeid: str) -> str:
@@ -179,11 +196,13 @@ def spreadsheet_safe(value):
 
 
 def check_all(folders: dict[str, Path], chapters: list[str], jobs: int, only: list[str] | None = None,
-              hide: list[Path] = (), notes: dict | None = None) -> dict[tuple[str, str], tuple[list[dict], str]]:
+              hide: list[Path] = (), notes: dict | None = None,
+              scheduler: str | None = None) -> dict[tuple[str, str], tuple[list[dict], str]]:
     """(learner, chapter) -> (results, problem) for every learner folder that has that chapter's notebook, or
     in which a notebook of it was refused (then no check runs and `problem` says why).
 
-    One pytest process per batch of at most BATCH learners of one chapter, JOBS processes at a time.
+    One pytest process per batch of at most BATCH learners of one chapter, scheduled by tools.cluster: JOBS at
+    a time on an embedded local cluster, or on the cluster at `scheduler` (which then holds at least JOBS batches).
     `notes`, when given, receives (learner, chapter) -> what find_notebooks refused or set aside beside the
     notebooks that are graded. After a batch's timeout, pytest and every worker process below it are killed.
     """
@@ -200,13 +219,10 @@ def check_all(folders: dict[str, Path], chapters: list[str], jobs: int, only: li
                 results[name, chapter] = ([], "your notebook was not graded: " + "; ".join(found.notes))
         n = math.ceil(len(names) / BATCH / jobs) * jobs
         batches += [(chapter, names[i::n]) for i in range(n) if names[i::n]]
-    with ThreadPoolExecutor(max_workers=jobs) as pool, \
+    with cluster.connect(scheduler, jobs) as pool, \
             tqdm(total=sum(len(b) for _, b in batches), desc="grading", unit="notebook") as bar:
-        futures = {pool.submit(run_checks, chapter, [Path(folders[n]).absolute() for n in names], only, hide):
-                   (chapter, names) for chapter, names in batches}
-        for future in as_completed(futures):
-            chapter, names = futures[future]
-            results.update({(name, chapter): res for name, res in zip(names, future.result())})
+        for chapter, names, batch_results in pool.grade(batches, folders, only, hide):
+            results.update({(name, chapter): res for name, res in zip(names, batch_results)})
             bar.update(len(names))
     return results
 
@@ -305,7 +321,8 @@ def write_outputs(out: Path, rows: list[dict], people: list[str], notes: dict | 
     os.rename(tmp_feedback, out / "feedback")
 
 
-def grade(submissions: Path, out: Path, chapters: list[str], jobs: int, only: list[str] | None = None) -> list[dict]:
+def grade(submissions: Path, out: Path, chapters: list[str], jobs: int, only: list[str] | None = None,
+          scheduler: str | None = None) -> list[dict]:
     lock = open_output(out)  # before any grading: a read-only, missing or busy OUT fails here
     try:
         skipped: list[str] = []
@@ -313,7 +330,7 @@ def grade(submissions: Path, out: Path, chapters: list[str], jobs: int, only: li
         for line in skipped:
             print(f"not graded: {line}", file=sys.stderr)
         notes: dict = {}
-        results = check_all(people, chapters, jobs, only, hide=[submissions, out], notes=notes)
+        results = check_all(people, chapters, jobs, only, hide=[submissions, out], notes=notes, scheduler=scheduler)
         rows = []
         for name in people:
             for chapter in chapters:
@@ -343,6 +360,10 @@ def main(argv=None) -> int:
     parser.add_argument("--chapters", default="", help="comma-separated chapter names (default: all)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--exercises", default="", help="comma-separated exercise names: grade only these")
+    parser.add_argument("--scheduler", default="", help="a Dask scheduler's address (tcp://host:8786): grade on its "
+                        "workers (default: an embedded local cluster of JOBS workers)")
+    parser.add_argument("--allow-unisolated", action="store_true",
+                        help="grade even where no isolation is available (learner code runs as you, with network)")
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder (expected one sub-folder per learner)")
@@ -350,14 +371,19 @@ def main(argv=None) -> int:
     unknown = sorted(set(chapters) - set(chapter_names()))
     if unknown:
         parser.error(f"unknown chapters {unknown}; known: {chapter_names()}")
-    problem = sandbox.isolation_problem()
-    if problem and sandbox.isolation_available():
-        parser.error(problem)
-    if problem:
-        print(f"warning: {problem}. Grade untrusted submissions as root (e.g. sudo make grade).", file=sys.stderr)
+    problem = "" if args.scheduler else sandbox.isolation_problem()  # a cluster: each worker checks its own
+    if problem and (sandbox.isolation_available() or not args.allow_unisolated):
+        parser.error(problem + ("" if sandbox.isolation_available() else
+                                "; to grade anyway (trusted submissions only), pass --allow-unisolated"))
+    isolation = ("checked by each worker of the cluster (one without refuses to grade, unless started with "
+                 "MICOURSE_ISOLATION=none)" if args.scheduler else sandbox.ISOLATION_NAMES[sandbox.isolation()]
+                 + (" (allowed by --allow-unisolated: learner code runs as you, with network)" if problem else ""))
+    print(f"isolation: {isolation}; budget per learner and chapter: {TIMEOUT_S:g} s of wall time "
+          f"(MICOURSE_GRADE_TIMEOUT)", file=sys.stderr)
     try:
-        rows = grade(args.submissions, args.out, chapters, args.jobs, [e for e in args.exercises.split(",") if e] or None)
-    except OutputError as err:
+        rows = grade(args.submissions, args.out, chapters, args.jobs, [e for e in args.exercises.split(",") if e] or None,
+                     scheduler=args.scheduler or None)
+    except (OutputError, cluster.ClusterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     learners_n = len({r["learner"] for r in rows})

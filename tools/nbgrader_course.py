@@ -32,6 +32,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Integer
 
 from tests.harness import hidden_checks
+from tools import sandbox
 from tools.grade import check_all, score
 from tools.notebooks import ROOT, chapter_names, read_notebook, solution_sources
 
@@ -126,6 +127,10 @@ class IsolatedChecks(NbGraderPreprocessor):
         student, assignment, chapter = info["student"], info["assignment"], chapter_of_notebook(info["notebook"])
         coursedir = CourseDirectory(parent=self)
         if chapter and (student, chapter) not in _RESULTS:
+            problem = sandbox.isolation_problem()
+            if problem and (sandbox.isolation_available() or os.environ.get("MICOURSE_ISOLATION") != "none"):
+                raise RuntimeError(problem + ("" if sandbox.isolation_available() else "; to grade anyway (trusted "
+                                              "submissions only), set MICOURSE_ISOLATION=none"))
             folders = {}
             if coursedir.student_id == "*":  # the whole class: grade everyone who submitted it at once, in parallel
                 submitted = Path(coursedir.root, coursedir.submitted_directory)

@@ -4,15 +4,24 @@ The trusted side (`Worker`, used by the hidden-check harness in --isolate mode) 
 (submission, chapter) and sends it calls; the worker (`serve`, this module run as a script) loads the
 notebook's definitions and runs them. Pass/fail is decided by the caller, never in the worker.
 
-Isolation, when the grader runs as root (a learner's laptop falls back to a plain subprocess, with a
-warning): the worker runs as uid/gid 65534 with no capabilities, in its own network namespace (no
-network), PID namespace (it sees and can signal only its own processes; they all die with it), IPC and
-mount namespaces. In the mount namespace everything but the system folders, the Python environment and
-the repository's tools/ and utils/ is covered by empty read-only folders, so tests, solutions, grades,
-gradebooks and other submissions cannot be read or written. rlimits cap memory, CPU time, file size
-and processes, and the trusted side polls the memory of all the worker's processes together (MEMORY_MB, no
-cgroups needed); every call has a timeout, after which the worker and every process below it are killed
-(and it is restarted for the next call). Requests go in as pickles (trusted -> worker); replies come back as `torch.save` bytes read
+Isolation (`isolation()` says which; MICOURSE_ISOLATION=auto|root|bwrap|none chooses, auto by default):
+- "root" (the grader runs as root): unshare + setpriv. The worker runs with no capabilities as a uid of its
+  own (UID_BASE + a slot held for the worker's life, so RLIMIT_NPROC, which counts per uid, is per worker),
+  in its own network (no network), PID (it sees and can signal only its own processes; they all die with
+  it), IPC and mount namespaces. In the mount namespace everything but the system folders, the Python
+  environment and the repository's tools/ and utils/ is covered by empty read-only folders.
+- "bwrap" (an unprivileged instructor; Debian's `bubblewrap`): the same namespaces, made by bubblewrap from
+  an unprivileged user namespace of the worker's own (which also makes RLIMIT_NPROC per worker); only the
+  system folders, the Python environment, tools/ and utils/ are mounted (read-only), nothing else exists.
+- none: a plain subprocess as the grader's own user, with network; `make grade` refuses it unless asked.
+In every mode: rlimits cap memory, CPU time, file size and processes; the trusted side polls the memory of
+all the worker's processes together (MEMORY_MB) and times each call in CPU seconds of all of them
+together (cgroups are not used: on this project's machines no cgroup v2 hierarchy with the cpu, memory
+and pids controllers is delegated, so none could be tested); every call has a timeout, after which the
+worker and every process below it are killed (and it is restarted for the next call). A worker can have a
+wall-time budget for all its calls together (`Worker(budget=)`: the grader gives each learner's chapter
+one, LEARNER_BUDGET); once it is spent every further call fails at once, saying so.
+Requests go in as pickles (trusted -> worker); replies come back as `torch.save` bytes read
 with `torch.load(weights_only=True)` and checked to hold only plain tensors, numbers, strings, lists,
 tuples and dicts (a transformer_lens FactoredMatrix travels as its A and B), and bounded before any comparison
 (MAX_REPLY_ELEMENTS in all, counted from shapes, so an `expand`ed view counts as its size; no view past its
@@ -29,6 +38,7 @@ a channel from untrusted code into the checks).
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import io
 import os
@@ -46,16 +56,23 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NOBODY = 65534
+NOBODY = 65534  # the uid of a worker when no per-worker uid can be claimed
+UID_BASE, UID_SLOTS = int(os.environ.get("MICOURSE_WORKER_UID_BASE", "200000")), 1024  # root mode: one uid per worker
 CALL_TIMEOUT = float(os.environ.get("MICOURSE_CALL_TIMEOUT", "20"))  # CPU seconds per call of a learner function
 LOAD_TIMEOUT = float(os.environ.get("MICOURSE_LOAD_TIMEOUT", "180"))  # start, imports, definitions, a model
 MEMORY_MB = int(os.environ.get("MICOURSE_WORKER_MEMORY_MB", "4096"))  # address space of one worker
 WALL_FACTOR = 5  # a call may take this many times its timeout in wall time when the machine is busy
+# Cores one worker may use, all its processes together (a userspace limit: when a call's processes used more
+# CPU time than this many cores over the last 0.25 s, they are all stopped for the excess). So a fork bomb
+# gets one core, like an honest single-threaded function, and JOBS workers on JOBS cores do not slow each other.
+WORKER_CORES = 1.0
 MAX_REPLY = 256 << 20  # bytes of one reply
 # Elements of all the tensors of one reply together (a FactoredMatrix counts as its product): checked before
 # any comparison, so a tiny `expand`ed view of 10**15 elements is refused instead of making the judge spin.
 MAX_REPLY_ELEMENTS = int(os.environ.get("MICOURSE_MAX_REPLY_ELEMENTS", str(1 << 26)))
-# RLIMIT_NPROC counts every process and thread of uid 65534, so of all the workers running at once.
+# Wall seconds for all the checks of one learner's chapter together (tools/grade.py gives it to each worker).
+LEARNER_BUDGET = float(os.environ.get("MICOURSE_GRADE_TIMEOUT", "600"))
+# RLIMIT_NPROC counts processes and threads per uid (per user namespace): per worker in both isolated modes.
 LIMITS = {"RLIMIT_AS": MEMORY_MB << 20, "RLIMIT_CPU": 600, "RLIMIT_FSIZE": 64 << 20,
           "RLIMIT_NPROC": int(os.environ.get("MICOURSE_WORKER_NPROC", "256")), "RLIMIT_CORE": 0}
 SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev", "/proc", "/sys"]
@@ -64,6 +81,10 @@ WORKSPACE = "/dev/shm"  # a fresh tmpfs inside the worker's mount namespace: its
 
 class WorkerError(Exception):
     """The worker could not answer: it timed out, crashed, was never able to start, or sent garbage."""
+
+
+class BudgetSpent(WorkerError):
+    """The worker's wall-time budget (all its calls together) is used up."""
 
 
 class NotDefined(Exception):
@@ -78,21 +99,70 @@ class RemoteError(Exception):
         self.kind, self.message = kind, message
 
 
+def isolation() -> str:
+    """How workers are isolated here: "root", "bwrap" or "" (none), by MICOURSE_ISOLATION (auto|root|bwrap|none)
+    and what this machine has (see the module's docstring)."""
+    wanted = os.environ.get("MICOURSE_ISOLATION", "auto")
+    root = os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "setpriv", "mount"))
+    bwrap = bool(shutil.which("bwrap"))
+    if wanted not in ("auto", "root", "bwrap", "none"):
+        raise ValueError(f"MICOURSE_ISOLATION={wanted!r}: expected auto, root, bwrap or none")
+    if wanted == "auto":
+        return "root" if root else "bwrap" if bwrap else ""
+    return wanted if (wanted == "root" and root) or (wanted == "bwrap" and bwrap) else ""
+
+
 def isolation_available() -> bool:
-    return os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "setpriv", "mount"))
+    return bool(isolation())
+
+
+ISOLATION_NAMES = {"root": "root namespaces (unshare and setpriv, one uid per worker)",
+                   "bwrap": "bubblewrap (unprivileged user namespaces)", "": "none"}
 
 
 def isolation_problem() -> str:
     """Why isolated workers cannot start here ("" when they can). Run once before grading."""
-    if not isolation_available():
-        return "not running as root (or unshare/setpriv missing): learner code would run as you, with network"
-    if not _world_readable(Path(sys.executable)):
+    mode = isolation()
+    if not mode:
+        return ("no isolation available (not root, and bubblewrap's `bwrap` is not installed: apt install "
+                "bubblewrap): learner code would run as you, with network")
+    if os.geteuid() == 0 and not _world_readable(Path(sys.executable)):
         return (f"the grader's Python ({Path(sys.executable).resolve()}) is not readable by the unprivileged worker "
                 f"user; create the environment from a system Python (make setup uses /usr/bin/python3)")
-    proc = subprocess.run(["unshare", "--net", "--ipc", "--pid", "--fork", "--mount-proc", "--", "setpriv",
-                           f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", sys.executable, "-c", ""],
-                          capture_output=True, text=True)
-    return f"cannot start an isolated worker: {proc.stderr.strip()[-300:]}" if proc.returncode else ""
+    with _claimed_uid() as uid:
+        cmd, env = _isolated(mode, [sys.executable, "-I", "-c", ""], uid, [])
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    return f"cannot start an isolated worker ({mode}): {proc.stderr.strip()[-300:]}" if proc.returncode else ""
+
+
+class _claimed_uid:
+    """As root: a uid no other worker on this machine holds (UID_BASE + a slot, locked for the worker's life)."""
+
+    def __init__(self):
+        self.fd, self.uid = None, NOBODY
+
+    def __enter__(self) -> int:
+        if os.geteuid() != 0 or not isolation():
+            return self.uid
+        folder = Path(tempfile.gettempdir()) / "micourse-worker-uids"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.is_symlink() or folder.stat().st_uid != 0:
+            raise WorkerError(f"{folder} is not a folder owned by root; remove it")
+        for slot in range(UID_SLOTS):
+            fd = os.open(folder / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.fd, self.uid = fd, UID_BASE + slot
+            return self.uid
+        raise WorkerError(f"all {UID_SLOTS} worker uids are in use")
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 # ---------------------------------------------------------------- framing (both sides)
@@ -165,12 +235,11 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL `pid` and every process below it, each stopped first (so none can fork away while the tree is
-    walked). An isolated worker's `unshare` (--kill-child) takes its whole PID namespace with it, including
-    processes that left their session; a worker's own process group is killed too."""
+def stop_tree(pid: int) -> list[int]:
+    """SIGSTOP `pid` and every process below it (again, for any that forked between the walk and its SIGSTOP:
+    a stopped process cannot fork); returns the processes stopped."""
     stopped: list[int] = []
-    for _ in range(5):  # again, in case one forked between the walk and its SIGSTOP
+    for _ in range(5):
         new = [p for p in [pid] + descendants(pid) if p not in stopped]
         if not new:
             break
@@ -180,7 +249,14 @@ def kill_tree(pid: int) -> None:
             except ProcessLookupError:
                 pass
         stopped += new
-    for p in stopped:
+    return stopped
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and every process below it, each stopped first (so none can fork away while the tree is
+    walked). An isolated worker's `unshare` (--kill-child) takes its whole PID namespace with it, including
+    processes that left their session; a worker's own process group is killed too."""
+    for p in stop_tree(pid):
         for kill in (os.killpg, os.kill):
             try:
                 if kill is os.kill or os.getpgid(p) == p:  # a group leader (a worker): its whole group
@@ -246,24 +322,56 @@ def _world_readable(path: Path) -> bool:
     return all(p.stat().st_mode & 0o001 for p in path.parents) and bool(path.stat().st_mode & 0o004)
 
 
-def _worker_command() -> tuple[list[str], dict]:
-    boot = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tools.sandbox import serve; serve()"
-    python = [sys.executable, "-I", "-c", boot]
-    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "MICOURSE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1", "MICOURSE_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
-    if not isolation_available():
-        return python, {**env, "HOME": tempfile.gettempdir()}
-    if not _world_readable(Path(sys.executable)):
-        raise WorkerError(isolation_problem())
+ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "MICOURSE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+       "OMP_NUM_THREADS": "1", "MICOURSE_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+       "USER": "grader", "LOGNAME": "grader"}  # (a uid of its own has no passwd entry: getpass needs these)
+
+
+def _kept() -> list[Path]:
+    """What a worker may see besides the system folders: the Python environment, tools/ and micourse."""
     micourse = importlib.util.find_spec("micourse")
-    keep = [Path(p) for p in SYSTEM_DIRS] + [ROOT / "tools", Path(sys.prefix), Path(sys.base_prefix)]
-    keep += [Path(p) for p in (micourse.submodule_search_locations or [])] if micourse else []
-    hide = [Path(p) for p in os.environ.get("MICOURSE_HIDE", "").split(os.pathsep) if p]
+    keep = [ROOT / "tools", Path(sys.prefix), Path(sys.base_prefix)]
+    return keep + ([Path(p) for p in (micourse.submodule_search_locations or [])] if micourse else [])
+
+
+def _isolated(mode: str, python: list[str], uid: int, hide: list[Path]) -> tuple[list[str], dict]:
+    """The command that runs `python` isolated in `mode` ("root" or "bwrap"), and its environment."""
+    if mode == "bwrap":
+        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--as-pid-1", "--new-session", "--cap-drop", "ALL"]
+        for folder in SYSTEM_DIRS:
+            if folder in ("/dev", "/proc"):
+                continue
+            if os.path.islink(folder):  # /bin -> usr/bin on a merged /usr
+                cmd += ["--symlink", os.readlink(folder), folder]
+            elif os.path.isdir(folder):
+                cmd += ["--ro-bind", folder, folder]
+        for path in _kept():
+            for p in dict.fromkeys([str(path.absolute()), str(path.resolve())]):
+                if os.path.exists(p):
+                    cmd += ["--ro-bind", str(path.resolve()), p]
+        cmd += ["--dev", "/dev", "--proc", "/proc", "--size", str(256 << 20), "--tmpfs", WORKSPACE,
+                "--tmpfs", "/tmp", "--chdir", WORKSPACE, "--", *python]
+        if os.geteuid() == 0:  # root's user namespace would map the worker to root outside: drop to `uid` first
+            cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *cmd]
+        return cmd, {**ENV, "HOME": WORKSPACE}
+    keep = [Path(p) for p in SYSTEM_DIRS] + _kept()
     script = "set -e\n" + "\n".join(_hide_commands(keep, hide)) + f"\ncd {WORKSPACE}\nexec " + shlex.join(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
          "--bounding-set=-all", "--no-new-privs", "--pdeathsig=KILL", "--", *python])
     wrapper = ["unshare", "--net", "--ipc", "--pid", "--fork", "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", script]
-    return wrapper, {**env, "HOME": WORKSPACE}
+    return wrapper, {**ENV, "HOME": WORKSPACE}
+
+
+def _worker_command(uid: int) -> tuple[list[str], dict]:
+    boot = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tools.sandbox import serve; serve()"
+    python = [sys.executable, "-I", "-c", boot]
+    mode = isolation()
+    if not mode:
+        return python, {**ENV, "HOME": tempfile.gettempdir()}
+    if os.geteuid() == 0 and not _world_readable(Path(sys.executable)):
+        raise WorkerError(isolation_problem())
+    hide = [Path(p) for p in os.environ.get("MICOURSE_HIDE", "").split(os.pathsep) if p]
+    return _isolated(mode, python, uid, hide)
 
 
 _warned = False
@@ -272,8 +380,10 @@ _warned = False
 class Worker:
     """One worker process serving the functions of one submission's notebooks."""
 
-    def __init__(self, files: list[tuple[str, bytes]]):
+    def __init__(self, files: list[tuple[str, bytes]], budget: float | None = None):
         self.files = files
+        self.budget, self.deadline = budget, None  # wall seconds for all calls together, counted from the first
+        self._uid = _claimed_uid()
         self.proc: subprocess.Popen | None = None
         self.names: set[str] = set()
         self.problems: list[str] = []
@@ -285,11 +395,13 @@ class Worker:
     def start(self) -> None:
         global _warned
         if not isolation_available() and not _warned:
-            warnings.warn("not running as root: learner code runs without isolation (same user, with network)")
+            warnings.warn("no isolation: learner code runs as you, with network (MICOURSE_ISOLATION, isolation())")
             _warned = True
         self._models = {}
+        if self.budget is not None and self.deadline is None:
+            self.deadline = _now() + self.budget
         try:
-            cmd, env = _worker_command()
+            cmd, env = _worker_command(self._uid.__enter__())
             self._stderr = tempfile.TemporaryFile()
             self._cwd = None if isolation_available() else tempfile.TemporaryDirectory()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -314,11 +426,17 @@ class Worker:
             f.close()
         if self._cwd is not None:
             self._cwd.cleanup()
+        self._uid.__exit__()
         self.proc = None
 
     def ensure(self) -> None:
         if self.broken:
             raise WorkerError(self.broken)
+        if self.deadline is not None and _now() >= self.deadline:
+            self.stop()
+            raise BudgetSpent(f"not run: the time budget of {self.budget:g} s for all of this chapter's checks "
+                              f"together was used up by the earlier ones (look for a function that is very slow or "
+                              f"never returns)")
         if self.proc is None:
             self.start()
 
@@ -327,28 +445,43 @@ class Worker:
         text = " ".join(self._stderr.read()[-2000:].decode(errors="replace").split())
         return f" (worker said: {text[-300:]})" if text else ""
 
-    def _cpu_seconds(self) -> float | None:
-        """CPU time used so far by the worker's own process (Linux), or None where it cannot be read."""
-        try:
-            pid = self.proc.pid
-            if isolation_available():  # the worker is the child unshare forked
-                pid = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
+    def _cpu_seconds(self) -> float:
+        """CPU time used so far by all the worker's processes together (those still running, and the children
+        they have waited for), in seconds."""
+        total = 0
+        for pid in [self.proc.pid] + descendants(self.proc.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += sum(int(f) for f in fields[11:15])
+            except (OSError, IndexError, ValueError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
 
     def _wait(self, timeout: float) -> None:
-        """Until the reply starts; TimeoutError after `timeout` s of the worker's CPU time (wall time where that
-        cannot be read), or WALL_FACTOR times as much wall time. So a busy machine does not fail slow learners.
-        MemoryError when the worker's processes together use more than MEMORY_MB (RLIMIT_AS bounds each
-        process only; without cgroups, the sum is polled here, every 0.25 s)."""
+        """Until the reply starts; TimeoutError after `timeout` s of CPU time of the worker's processes together,
+        or WALL_FACTOR times as much wall time (so a busy machine does not fail slow learners, and a process
+        that sleeps is stopped too); BudgetSpent at the worker's deadline; CPU use held to WORKER_CORES
+        cores (by stopping all the worker's processes for the excess). MemoryError when the worker's
+        processes together use more than MEMORY_MB (RLIMIT_AS bounds each process only; the sum is polled
+        here, every 0.25 s)."""
         fd, start, cpu0 = self.proc.stdout.fileno(), _now(), self._cpu_seconds()
+        since, cpu_since = start, cpu0
         while not select.select([fd], [], [], 0.25)[0]:
-            cpu = self._cpu_seconds()
-            used = cpu - cpu0 if cpu is not None and cpu0 is not None else _now() - start
-            if used > timeout or _now() - start > WALL_FACTOR * timeout:
+            now, cpu = _now(), self._cpu_seconds()
+            if cpu - cpu0 > timeout or now - start > WALL_FACTOR * timeout:
                 raise TimeoutError
+            over = (cpu - cpu_since) - WORKER_CORES * (now - since)
+            if over > 0.05:  # more than its share of the machine (many processes): all of them wait it out
+                stopped = stop_tree(self.proc.pid)
+                time.sleep(min(over, 1.0))
+                for p in stopped:
+                    try:
+                        os.kill(p, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+                since, cpu_since = _now(), self._cpu_seconds()
+            if self.deadline is not None and _now() >= self.deadline:
+                raise BudgetSpent
             if tree_memory_mb(self.proc.pid) > MEMORY_MB:
                 raise MemoryError
 
@@ -362,6 +495,10 @@ class Worker:
         except TimeoutError:
             self.stop()
             raise WorkerError(f"{what} did not finish within {timeout:g} s") from None
+        except BudgetSpent:
+            self.stop()
+            raise BudgetSpent(f"{what} was still running when the time budget of {self.budget:g} s for all of this "
+                              f"chapter's checks together ran out") from None
         except MemoryError:
             self.stop()
             raise WorkerError(f"{what} ended the grading worker: its processes together used more than "

@@ -325,8 +325,8 @@ def test_after_a_batch_timeout_no_worker_process_survives(tmp_path, monkeypatch)
 
     subs, out = tmp_path / "submitted", tmp_path / "grades"
     write(with_exercise(solved(CHAPTER), "embed", SPAWNS_AND_SLEEPS), subs / "sleeper")
-    monkeypatch.setattr(grade, "TIMEOUT_S", 60)
-    monkeypatch.setenv("MICOURSE_CALL_TIMEOUT", "100")  # so only the batch timeout can stop it
+    monkeypatch.setattr(grade, "batch_timeout", lambda n: 60)
+    monkeypatch.setenv("MICOURSE_CALL_TIMEOUT", "100")  # so only the batch timeout can stop it (not the budget)
     seen, done = [], threading.Event()
 
     def watch():
@@ -340,7 +340,7 @@ def test_after_a_batch_timeout_no_worker_process_survives(tmp_path, monkeypatch)
     finally:
         done.set()
         watcher.join()
-    assert seen, "the submission's processes never started: raise TIMEOUT_S in this test"
+    assert seen, "the submission's processes never started: raise the batch timeout in this test"
     assert "grading stopped after 60 s" in rows[0]["messages"][0], rows[0]
     time.sleep(1)
     assert _leftovers() == [], "processes of a worker outlived its batch's timeout"
