@@ -325,7 +325,7 @@ def test_after_a_batch_timeout_no_worker_process_survives(tmp_path, monkeypatch)
 
     subs, out = tmp_path / "submitted", tmp_path / "grades"
     write(with_exercise(solved(CHAPTER), "embed", SPAWNS_AND_SLEEPS), subs / "sleeper")
-    monkeypatch.setattr(grade, "batch_timeout", lambda n: 60)
+    monkeypatch.setenv("MICOURSE_BATCH_TIMEOUT", "60")
     monkeypatch.setenv("MICOURSE_CALL_TIMEOUT", "100")  # so only the batch timeout can stop it (not the budget)
     seen, done = [], threading.Event()
 
