@@ -49,7 +49,7 @@ from typing import Iterable, Iterator
 
 from tools import sandbox
 from tools.notebooks import ROOT
-from tools.submissions import find_notebooks, read_submitted
+from tools.submissions import find_notebooks, read_chosen
 
 CONNECT_TIMEOUT_S = 10  # to reach a scheduler (a wrong address fails after this)
 MIN_IN_FLIGHT = 32  # batches submitted ahead of their results (or twice the cluster's threads): bounds memory
@@ -84,14 +84,10 @@ def course_fingerprint() -> str:
 
 def read_learner(chapter: str, folder: Path) -> tuple[list[tuple[str, bytes]], str]:
     """The learner's chosen notebooks of `chapter` as (file name, bytes), or "" and why one could not be read."""
-    found, files = find_notebooks(chapter, folder), []
-    for rel in found.paths:
-        try:
-            files.append((rel.name, read_submitted(folder, rel)))
-        except (OSError, ValueError) as err:
-            why = str(err) if isinstance(err, ValueError) else f"`{rel}` could not be read ({err.strerror})"
-            return [], "your notebook was not graded: " + why
-    return files, "" if files else "your notebook was not graded: it is no longer in your folder"
+    files, problems = read_chosen(folder, find_notebooks(chapter, folder).paths)
+    if problems:
+        return [], "your notebook was not graded: " + problems[0]
+    return [(rel.name, data) for rel, data in files], "" if files else "your notebook was not graded: it is no longer in your folder"
 
 
 # ---------------------------------------------------------------- the worker's side
@@ -170,9 +166,8 @@ def _batch_main(folder: Path, parent: int) -> int:
     (folder / "tmp").mkdir()
     tempfile.tempdir = str(folder / "tmp")  # the batch's own temporary files go with the folder, whatever happens
     task = json.loads((folder / "task.json").read_text())
-    batch = getattr(grade, "grade_batch", grade.run_checks)
     wheres = [folder / "learners" / str(i) for i in range(task["learners"])]
-    results = batch(task["chapter"], wheres, task["only"], [Path(p) for p in task["hide"]])
+    results = grade.run_checks(task["chapter"], wheres, task["only"], [Path(p) for p in task["hide"]])
     (folder / "results.part").write_text(json.dumps(results))
     os.replace(folder / "results.part", folder / "results.json")
     return 0

@@ -141,7 +141,9 @@ class _claimed_uid:
     def __init__(self):
         self.fd, self.uid = None, NOBODY
 
-    def __enter__(self) -> int:
+    def claim(self) -> int:
+        if self.fd is not None:
+            return self.uid
         if os.geteuid() != 0 or not isolation():
             return self.uid
         folder = Path(tempfile.gettempdir()) / "micourse-worker-uids"
@@ -159,10 +161,16 @@ class _claimed_uid:
             return self.uid
         raise WorkerError(f"all {UID_SLOTS} worker uids are in use")
 
-    def __exit__(self, *exc) -> None:
+    def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
-            self.fd = None
+            self.fd, self.uid = None, NOBODY
+
+    def __enter__(self) -> int:
+        return self.claim()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 # ---------------------------------------------------------------- framing (both sides)
@@ -401,7 +409,7 @@ class Worker:
         if self.budget is not None and self.deadline is None:
             self.deadline = _now() + self.budget
         try:
-            cmd, env = _worker_command(self._uid.__enter__())
+            cmd, env = _worker_command(self._uid.claim())
             self._stderr = tempfile.TemporaryFile()
             self._cwd = None if isolation_available() else tempfile.TemporaryDirectory()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -418,6 +426,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.proc is None:
+            self._uid.release()
             return
         kill_tree(self.proc.pid)  # the worker's process group, and what left it (a setsid child)
         self.proc.kill()
@@ -426,7 +435,7 @@ class Worker:
             f.close()
         if self._cwd is not None:
             self._cwd.cleanup()
-        self._uid.__exit__()
+        self._uid.release()
         self.proc = None
 
     def ensure(self) -> None:

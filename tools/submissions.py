@@ -123,18 +123,24 @@ def submitted_copies(chapter: str, where: str, tmp: Path) -> tuple[list[Path], l
         found.paths = [p for p in found.paths if p == Path(base.name)]
     else:
         folder, found = base, find_notebooks(chapter, base)
-    copies, problems = [], [n for n in found.notes if "not graded" not in n]
-    for i, rel in enumerate(found.paths):
-        try:
-            data = read_submitted(folder, rel)
-        except ValueError as err:
-            problems.append(str(err))
-            continue
-        except OSError as err:  # ELOOP: a name swapped for a symbolic link after it was examined
-            problems.append(_refusal(rel, os.lstat(folder / rel)) if err.errno == errno.ELOOP and (folder / rel).is_symlink()
-                            else f"`{rel}` could not be read ({err.strerror})")
-            continue
+    files, problems = read_chosen(folder, found.paths)
+    copies = []
+    for i, (rel, data) in enumerate(files):
         (tmp / str(i)).mkdir()
         (tmp / str(i) / rel.name).write_bytes(data)
         copies.append(tmp / str(i) / rel.name)
-    return copies, problems
+    return copies, [n for n in found.notes if "not graded" not in n] + problems
+
+
+def read_chosen(folder: Path, paths: list[Path]) -> tuple[list[tuple[Path, bytes]], list[str]]:
+    """(path, bytes) of each chosen notebook (`find_notebooks(...).paths`) that could be read, and why any could not."""
+    files, problems = [], []
+    for rel in paths:
+        try:
+            files.append((rel, read_submitted(folder, rel)))
+        except ValueError as err:
+            problems.append(str(err))
+        except OSError as err:  # ELOOP: a name swapped for a symbolic link after it was examined
+            problems.append(_refusal(rel, os.lstat(folder / rel)) if err.errno == errno.ELOOP and (folder / rel).is_symlink()
+                            else f"`{rel}` could not be read ({err.strerror})")
+    return files, problems
