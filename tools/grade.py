@@ -52,7 +52,7 @@ from tools.notebooks import ROOT, chapter_names, exercise_dependencies, exercise
 
 TIMEOUT_S = sandbox.LEARNER_BUDGET  # wall seconds per learner and chapter, all its checks (MICOURSE_GRADE_TIMEOUT)
 SETUP_S = 300  # more wall seconds per batch: pytest's start, imports, the checks' models
-BATCH = 8  # learners per pytest process: the checks' own setup (imports, models) is paid once per batch
+BATCH = 16  # learners per pytest process: the checks' own setup (pytest, imports, models: about 6 s) is paid once per batch
 
 
 def batch_timeout(n: int) -> float:
