@@ -9,6 +9,8 @@ reference code.
 With `--isolate` (always used by tools/grade.py), `impl` is a `RemoteImpl`: calling `impl.name(...)`
 runs the learner's function in an isolated worker process (tools/sandbox.py) and returns plain data, so
 checks only call impl's functions (they do not inspect them). Definitions are loaded in the worker too.
+Either way a call works on copies of the check's tensors, so a learner's in-place write never changes a
+fixture that later checks (or, in a batch, later learners) use; `changed_in_place(impl)` says what it changed.
 """
 
 from __future__ import annotations
@@ -40,15 +42,47 @@ class Impl:
     def __init__(self, module, problems, origin: str, skipped: set[str] = frozenset()):
         self._module, self._problems, self._origin = module, problems, origin
         self._skipped = skipped  # top-level names the loader skipped: a NameError on one is explained
+        self.changed: list = []  # the caller's tensors that the last call changed in its copies (changed_in_place)
 
     def __getattr__(self, name):
         try:
             value = getattr(self._module, name)
         except AttributeError:
             raise _missing(self._origin, name, self._problems) from None
-        if self._skipped and isinstance(value, types.FunctionType):
-            return _explaining_name_errors(value, self._skipped)
-        return value
+        if not isinstance(value, types.FunctionType):
+            return value
+        return self._on_copies(_explaining_name_errors(value, self._skipped) if self._skipped else value)
+
+    def _on_copies(self, fn):
+        """fn called as an isolated worker calls it: on copies of the caller's tensors (those that require grad
+        stay linked, for gradients; autograd guards them), so a check's data never changes; the tensors it
+        changed in its copies are listed in `self.changed`, as `sandbox.Worker.changed`."""
+        import torch
+
+        def copy(x):
+            if isinstance(x, torch.Tensor):
+                if x.requires_grad:
+                    return x
+                copies.append((x, x.clone()))
+                return copies[-1][1]
+            if type(x) in (list, tuple):
+                return type(x)(copy(v) for v in x)
+            if type(x) is dict:
+                return {k: copy(v) for k, v in x.items()}
+            return x
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            copies.clear()
+            self.changed = []
+            args, kwargs = copy(args), copy(kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.changed = [x for x, c in copies if not sandbox.same_tensor(c.detach(), x)]
+
+        copies: list = []
+        return call
 
 
 def _explaining_name_errors(fn, skipped: set[str]):
@@ -63,6 +97,13 @@ def _explaining_name_errors(fn, skipped: set[str]):
             raise SubmissionError(f"`{fn.__name__}` raised NameError: {explained}") from None
 
     return call
+
+
+def changed_in_place(impl) -> list:
+    """The caller's tensors that impl's last call changed in place. A learner's function always works on copies
+    (in an isolated worker, and in-process alike), so one in-place write cannot spoil the checks that follow;
+    a check that requires inputs left alone asserts this is empty."""
+    return impl.changed if isinstance(impl, Impl) else impl._worker.changed
 
 
 def chapter_of(test_file: str) -> str:

@@ -398,6 +398,7 @@ class Worker:
         self.broken = ""  # why the notebook could not be loaded at all (then every call fails with this)
         self._models: dict[str, object] = {}  # course_name -> fingerprint of the weights the worker has
         self._calls = 0
+        self.changed: list = []  # the caller's tensors that the last call changed in its own copies (see call)
 
     # -- process
     def start(self) -> None:
@@ -531,9 +532,12 @@ class Worker:
 
     # -- calls
     def call(self, name: str, args: tuple, kwargs: dict):
+        """Run the submission's `name` on copies of the arguments and return its (plain) result. The caller's
+        tensors never change; those the function changed in its copies are listed in `self.changed`."""
         import torch
 
         self.ensure()
+        self.changed = []
         if name not in self.names:
             raise NotDefined(name)
         tensors, models = [], {}
@@ -550,11 +554,13 @@ class Worker:
         torch.randint(2**62, (1,))  # advance our RNG, so the next call draws fresh numbers (as it would in-process)
         if reply["status"] == "error":
             raise RemoteError(str(reply["type"]), str(reply["message"]))
-        result, outs = reply.get("result"), reply.get("grad_outputs")
+        result, outs, changed = reply.get("result"), reply.get("grad_outputs"), reply.get("changed")
         flat = _tensors_in(result)
-        if not (isinstance(outs, list) and all(type(i) is int and 0 <= i < len(flat) for i in outs)):
+        if not (isinstance(outs, list) and all(type(i) is int and 0 <= i < len(flat) for i in outs)
+                and isinstance(changed, list) and all(type(i) is int and 0 <= i < len(tensors) for i in changed)):
             self.stop()
             raise WorkerError(f"`{name}` sent back a malformed reply")
+        self.changed = [tensors[i] for i in changed]
         if grad_pos and outs:
             linked = _Backward.apply(self, call_id, [flat[i] for i in outs], *[tensors[i] for i in grad_pos])
             linked = dict(zip(outs, linked if isinstance(linked, tuple) else (linked,)))
@@ -725,6 +731,18 @@ def _map_tensors(obj, fn, counter=None):
     return obj
 
 
+def same_tensor(a, b) -> bool:
+    """Same dtype, shape and values (NaN equal to NaN): was a tensor left as it was?"""
+    import torch
+
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if torch.equal(a, b):
+        return True
+    return bool(a.is_floating_point() or a.is_complex()) and torch.equal(a.isnan(), b.isnan()) and torch.equal(
+        a.nan_to_num(0.0, 0.0, 0.0), b.nan_to_num(0.0, 0.0, 0.0))
+
+
 def _tensors_in(obj) -> list:
     found = []
     _map_tensors(obj, lambda i, t: found.append(t))
@@ -845,17 +863,20 @@ def serve() -> None:
             tensors = list(msg["tensors"])
             for i in msg["grad_pos"]:
                 tensors[i] = tensors[i].detach().requires_grad_(True)
+            before = [t.detach().clone() for t in tensors]
             args, kwargs = _Unpickler(io.BytesIO(msg["args"]), tensors, models).load()
             torch.set_rng_state(msg["rng"])
             with torch.set_grad_enabled(msg["grad"]):
                 out = _to_plain(getattr(module, msg["name"])(*args, **kwargs))
+            changed = [i for i, (t, b) in enumerate(zip(tensors, before)) if not same_tensor(t.detach(), b)]
             flat = _tensors_in(out)
             grad_outputs = [i for i, t in enumerate(flat) if t.requires_grad]
             if grad_outputs and msg["grad_pos"]:
                 graphs[msg["id"]] = ([tensors[i] for i in msg["grad_pos"]], [flat[i] for i in grad_outputs])
                 for old in sorted(graphs)[:-16]:
                     del graphs[old]
-            return {"status": "ok", "result": _map_tensors(out, lambda i, t: t.detach()), "grad_outputs": grad_outputs}
+            return {"status": "ok", "result": _map_tensors(out, lambda i, t: t.detach()), "grad_outputs": grad_outputs,
+                    "changed": changed}
         if op == "backward":
             inputs, outputs = graphs[msg["id"]]
             pairs = [(o, g) for o, g in zip(outputs, msg["grads"]) if g is not None]
