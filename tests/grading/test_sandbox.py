@@ -73,28 +73,35 @@ def test_gradients_flow_back_and_arguments_are_never_changed(worker):
     assert torch.equal(y, torch.ones(3)), "the worker changed a tensor of the trusted process"
 
 
-def test_in_place_writes_never_reach_the_caller_and_are_reported_alike_in_process(worker):
+def test_in_place_writes_never_reach_the_caller_and_are_reported_alike_in_process(tmp_path):
     import types
 
     from tests import harness
 
     module = types.ModuleType("submission")
     exec(CODE, module.__dict__)
-    in_process = harness.Impl(module, [], "a test module")
-    calls = [(worker.call, lambda: worker.changed), (lambda name, a, k: getattr(in_process, name)(*a, **k),
-                                                     lambda: harness.changed_in_place(in_process))]
-    for call, changed in calls:
-        y, nan = torch.ones(3), torch.tensor([float("nan"), 1.0])
-        call("scale_in_place", (y,), {})
-        assert torch.equal(y, torch.ones(3)) and [id(t) for t in changed()] == [id(y)]
-        call("double", (nan,), {})
-        assert changed() == [], "a NaN left as it was is not a change"
-        xs, scale = [torch.ones(2), torch.ones(2)], torch.ones(1)
-        assert torch.equal(call("zero_first", (xs,), {"scale": scale}), torch.full((2,), 2.0))
-        assert torch.equal(xs[0], torch.ones(2)) and [id(t) for t in changed()] == [id(xs[0])]
-        x = torch.randn(3, requires_grad=True)
-        (call("double", (x,), {}) ** 2).sum().backward()
-        assert torch.allclose(x.grad, 8 * x.detach()) and changed() == []
+    nb = tmp_path / "nb.ipynb"
+    nb.write_text(nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CODE)])))
+    remote = harness.RemoteImpl([nb], "a test notebook")
+    try:
+        for impl in (harness.Impl(module, [], "a test module"), remote):
+            _check_in_place_writes(lambda name, a, k: getattr(impl, name)(*a, **k), lambda: harness.changed_in_place(impl))
+    finally:
+        remote._close()
+
+
+def _check_in_place_writes(call, changed):
+    y, nan = torch.ones(3), torch.tensor([float("nan"), 1.0])
+    call("scale_in_place", (y,), {})
+    assert torch.equal(y, torch.ones(3)) and [id(t) for t in changed()] == [id(y)]
+    call("double", (nan,), {})
+    assert changed() == [], "a NaN left as it was is not a change"
+    xs, scale = [torch.ones(2), torch.ones(2)], torch.ones(1)
+    assert torch.equal(call("zero_first", (xs,), {"scale": scale}), torch.full((2,), 2.0))
+    assert torch.equal(xs[0], torch.ones(2)) and [id(t) for t in changed()] == [id(xs[0])]
+    x = torch.randn(3, requires_grad=True)
+    (call("double", (x,), {}) ** 2).sum().backward()
+    assert torch.allclose(x.grad, 8 * x.detach()) and changed() == []
 
 
 def test_random_draws_follow_the_callers_seed(worker):
