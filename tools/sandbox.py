@@ -345,7 +345,8 @@ def _kept() -> list[Path]:
 def _isolated(mode: str, python: list[str], uid: int, hide: list[Path]) -> tuple[list[str], dict]:
     """The command that runs `python` isolated in `mode` ("root" or "bwrap"), and its environment."""
     if mode == "bwrap":
-        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--as-pid-1", "--new-session", "--cap-drop", "ALL"]
+        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--as-pid-1", "--new-session", "--cap-drop", "ALL",
+               "--size", str(256 << 20), "--tmpfs", "/tmp"]  # first: kept folders below may be under /tmp
         for folder in SYSTEM_DIRS:
             if folder in ("/dev", "/proc"):
                 continue
@@ -358,7 +359,7 @@ def _isolated(mode: str, python: list[str], uid: int, hide: list[Path]) -> tuple
                 if os.path.exists(p):
                     cmd += ["--ro-bind", str(path.resolve()), p]
         cmd += ["--dev", "/dev", "--proc", "/proc", "--size", str(256 << 20), "--tmpfs", WORKSPACE,
-                "--tmpfs", "/tmp", "--chdir", WORKSPACE, "--", *python]
+                "--chdir", WORKSPACE, "--", *python]
         if os.geteuid() == 0:  # root's user namespace would map the worker to root outside: drop to `uid` first
             cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *cmd]
         return cmd, {**ENV, "HOME": WORKSPACE}
