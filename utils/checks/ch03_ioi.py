@@ -527,3 +527,13 @@ def _dla_after_ablation(fn):
     out = fn(model, d.tokens, d.answer_ids, d.word_idx["end"], means, [(1, 2)])
     expect(not torch.allclose(out, _head_dla(cache, d), atol=1e-3),
            "ablating a head should change the attributions (is the ablation applied in the run you attribute?)")
+
+    def ablate(z, hook):
+        z = z.clone()
+        z[:, :, 2] = means[1][: z.shape[1], 2]
+        return z
+
+    with model.hooks(fwd_hooks=[("blocks.1.attn.hook_z", ablate)]):
+        _, ablated = model.run_with_cache(d.tokens)
+    expect_close(out, _head_dla(ablated, d), "with L1H2 mean-ablated, every head's attribution should be read from the "
+                 "ablated run's cache: its head results, and its final LayerNorm scale too (not the clean run's)", atol=1e-3)
