@@ -57,31 +57,24 @@ class Impl:
         """fn called as an isolated worker calls it: on copies of the caller's tensors (those that require grad
         stay linked, for gradients; autograd guards them), so a check's data never changes; the tensors it
         changed in its copies are listed in `self.changed`, as `sandbox.Worker.changed`."""
-        import torch
-
-        def copy(x):
-            if isinstance(x, torch.Tensor):
-                if x.requires_grad:
-                    return x
-                copies.append((x, x.clone()))
-                return copies[-1][1]
-            if type(x) in (list, tuple):
-                return type(x)(copy(v) for v in x)
-            if type(x) is dict:
-                return {k: copy(v) for k, v in x.items()}
-            return x
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
-            copies.clear()
+            copies = []  # (the caller's tensor, the copy fn gets)
+
+            def copy(i, t):
+                if t.requires_grad:
+                    return t
+                copies.append((t, t.clone()))
+                return copies[-1][1]
+
             self.changed = []
-            args, kwargs = copy(args), copy(kwargs)
+            args, kwargs = sandbox._map_tensors((args, kwargs), copy)
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.changed = [x for x, c in copies if not sandbox.same_tensor(c.detach(), x)]
+                self.changed = [t for t, c in copies if not sandbox.same_tensor(c.detach(), t)]
 
-        copies: list = []
         return call
 
 
